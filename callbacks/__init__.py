@@ -1,0 +1,3 @@
+"""Lightning callbacks that put RAdam's diagnostics into TensorBoard (installed as ``lightning_radam.callbacks``)."""
+
+__all__: list = []

@@ -1,0 +1,295 @@
+r"""The variance rectification of RAdam, as pure functions (Liu et al., ICLR 2020, arXiv:1908.03265).
+
+Adam's adaptive learning rate :math:`l_t = \sqrt{(1-\beta_2^t)/v_t}` is estimated from very few
+gradients early in training. Approximating the exponential moving average by a simple moving
+average of length :math:`\rho_t`, :math:`l_t^2` follows a scaled inverse chi-square distribution
+with :math:`\rho_t` degrees of freedom, so the variance of :math:`l_t` is finite only for
+:math:`\rho_t > 4` and decreases towards its minimum at :math:`\rho_\infty`:
+
+.. math::
+    \rho_\infty = \frac{2}{1-\beta_2} - 1, \qquad
+    \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t}, \qquad
+    r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}.
+
+Every function works in float64 on Python numbers (returning ``float``), on NumPy arrays
+(returning arrays) and on tensors (returning float64 tensors on the same device). Degenerate
+inputs never produce ``inf`` or ``NaN``: :func:`r_t` is ``0`` wherever the variance is undefined
+(:math:`\rho_t \le 4`, which covers every step when :math:`\beta_2 \le 0.6`), and the variance
+functions reject :math:`\rho \le 4` with a ``ValueError``.
+
+Example:
+    >>> from lightning_radam.rectification import rho_inf, rho_t, r_t, first_rectified_step
+    >>> rho_inf(0.999)
+    1999.0
+    >>> round(rho_t(6, 0.999), 4)
+    5.9942
+    >>> round(r_t(6, 0.999), 6)
+    0.026495
+    >>> first_rectified_step(0.999), first_rectified_step(0.999, threshold=4.0)
+    (6, 5)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, TypeVar
+
+import numpy as np
+import torch
+
+__all__ = [
+    "rho_inf",
+    "rho_t",
+    "r_t",
+    "variance_adaptive_lr",
+    "variance_adaptive_lr_first_order",
+    "first_rectified_step",
+]
+
+Number = TypeVar("Number", float, np.ndarray, torch.Tensor)
+
+# Below this rho the exact variance is evaluated with lgamma directly; above it, with the Stirling
+# series of the lgamma difference, which avoids the cancellation between two large lgamma values.
+_STIRLING_MIN_RHO = 20.0
+
+
+def _check_beta2(beta2: float) -> float:
+    beta2 = float(beta2)
+    if not 0.0 <= beta2 < 1.0:
+        raise ValueError(f"Invalid beta2: {beta2} (expected 0 <= beta2 < 1)")
+    return beta2
+
+
+def _as_float64(x: Any, name: str) -> tuple[Any, str]:
+    """Return ``(x as float64, kind)`` where kind is ``"scalar"``, ``"numpy"`` or ``"torch"``."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"Invalid {name}: expected a real tensor, got dtype {x.dtype}")
+        return x.to(torch.float64), "torch"
+    if isinstance(x, (np.ndarray, list, tuple)):
+        return torch.as_tensor(np.asarray(x, dtype=np.float64)), "numpy"
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Invalid {name}: expected a number, array or tensor, got {type(x).__name__}")
+    return torch.tensor(float(x), dtype=torch.float64), "scalar"
+
+
+def _back(x: torch.Tensor, kind: str) -> Any:
+    if kind == "scalar":
+        return x.item()
+    if kind == "numpy":
+        return x.numpy()
+    return x
+
+
+def _check_steps(t: torch.Tensor) -> None:
+    bad = ~(t >= 1) | (t != torch.floor(t))
+    if bool(bad.any()):
+        value = t[bad].flatten()[0].item()
+        raise ValueError(f"Invalid step: {value} (steps are integers >= 1)")
+
+
+def rho_inf(beta2: float) -> float:
+    r"""Maximum length of the approximated simple moving average, :math:`\rho_\infty = 2/(1-\beta_2) - 1`.
+
+    Args:
+        beta2: decay rate of the second moment, in ``[0, 1)``.
+
+    Raises:
+        ValueError: if ``beta2`` is outside ``[0, 1)``.
+
+    Example:
+        >>> rho_inf(0.98)
+        99.0
+    """
+    beta2 = _check_beta2(beta2)
+    return 2.0 / (1.0 - beta2) - 1.0
+
+
+def _rho_t(t: torch.Tensor, beta2: float) -> torch.Tensor:
+    # beta2^t and 1 - beta2^t through log1p/expm1, accurate for beta2 near 1 where 1 - beta2**t cancels.
+    if beta2 == 0.0:
+        return torch.ones_like(t)  # beta2^t = 0 for t >= 1, so rho_t = rho_inf = 1
+    log_beta2 = math.log1p(-(1.0 - beta2))
+    bias_correction2 = -torch.expm1(t * log_beta2)
+    beta2_t = 1.0 - bias_correction2
+    return rho_inf(beta2) - 2.0 * t * beta2_t / bias_correction2
+
+
+def rho_t(step: Number, beta2: float) -> Number:
+    r"""Length of the approximated simple moving average at step ``t`` (1-based).
+
+    :math:`\rho_t = \rho_\infty - 2 t \beta_2^t / (1-\beta_2^t)`; :math:`\rho_1 = 1` and
+    :math:`\rho_t` increases towards :math:`\rho_\infty`.
+
+    Args:
+        step: the step ``t``, an integer >= 1, or an array/tensor of them.
+        beta2: decay rate of the second moment, in ``[0, 1)``.
+
+    Raises:
+        ValueError: if a step is not an integer >= 1, or ``beta2`` is outside ``[0, 1)``.
+        TypeError: if ``step`` is not a number, array or tensor.
+
+    Example:
+        >>> round(rho_t(1, 0.999), 12)
+        1.0
+    """
+    beta2 = _check_beta2(beta2)
+    t, kind = _as_float64(step, "step")
+    _check_steps(t)
+    return _back(_rho_t(t, beta2), kind)
+
+
+def _r_t(rho: torch.Tensor, beta2: float) -> torch.Tensor:
+    inf = rho_inf(beta2)
+    if inf <= 4.0:
+        return torch.zeros_like(rho)  # the variance is never finite: never rectified
+    defined = rho > 4.0
+    safe_rho = torch.where(defined, rho, torch.full_like(rho, inf))
+    # variance rectification term, eq. (6) of the paper
+    ratio = (safe_rho - 4.0) * (safe_rho - 2.0) * inf / ((inf - 4.0) * (inf - 2.0) * safe_rho)
+    return torch.where(defined, ratio.sqrt(), torch.zeros_like(rho))
+
+
+def r_t(step: Number, beta2: float) -> Number:
+    r"""Variance rectification term :math:`r_t` at step ``t``.
+
+    :math:`r_t^2` is the ratio of the first-order variance of the adaptive learning rate at
+    :math:`\rho_\infty` to that at :math:`\rho_t`, so :math:`r_t l_t` has the variance of a fully
+    converged estimate. It lies in ``(0, 1)`` and tends to 1; where :math:`\rho_t \le 4` the
+    variance is infinite and ``r_t`` is defined as ``0`` (the limit as :math:`\rho_t \to 4^+`).
+
+    Args:
+        step: the step ``t``, an integer >= 1, or an array/tensor of them.
+        beta2: decay rate of the second moment, in ``[0, 1)``.
+
+    Raises:
+        ValueError: if a step is not an integer >= 1, or ``beta2`` is outside ``[0, 1)``.
+        TypeError: if ``step`` is not a number, array or tensor.
+
+    Example:
+        >>> r_t(5, 0.999) > 0.0, r_t(4, 0.999)
+        (True, 0.0)
+    """
+    beta2 = _check_beta2(beta2)
+    t, kind = _as_float64(step, "step")
+    _check_steps(t)
+    return _back(_r_t(_rho_t(t, beta2), beta2), kind)
+
+
+def _check_rho(rho: torch.Tensor) -> None:
+    bad = ~(rho > 4.0) | ~torch.isfinite(rho)
+    if bool(bad.any()):
+        value = rho[bad].flatten()[0].item()
+        raise ValueError(f"Invalid rho: {value} (the variance of the adaptive learning rate is finite only for 4 < rho < inf)")
+
+
+def _stirling_tail(z: torch.Tensor) -> torch.Tensor:
+    # lgamma(z) - [(z - 1/2) log z - z + log(2 pi)/2], Stirling's series to z^-13: error < 1e-16 for z >= 9.5.
+    coefficients = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360, 1 / 156)
+    inv_z2 = 1.0 / (z * z)
+    tail = torch.zeros_like(z)
+    for coefficient in reversed(coefficients):
+        tail = tail * inv_z2 + coefficient
+    return tail / z
+
+
+def _log_gamma_ratio_term(rho: torch.Tensor) -> torch.Tensor:
+    """c(rho) = 2 [lgamma((rho-1)/2) - lgamma(rho/2)] + log(rho/2), a number of order 3/(2 rho)."""
+    x = rho / 2.0
+    direct = 2.0 * (torch.lgamma(x - 0.5) - torch.lgamma(x)) + torch.log(x)
+    big = rho >= _STIRLING_MIN_RHO
+    xs = torch.where(big, x, torch.full_like(x, _STIRLING_MIN_RHO / 2.0))  # keep the unused branch finite
+    # With the Stirling series the log terms reduce to 2 (x-1) log1p(-u) + 1 = sum_k u^k (k+2)/(k(k+1)),
+    # u = 1/(2x) <= 1/20: summed by Horner, 14 terms reach float64 round-off without cancellation.
+    u = 0.5 / xs
+    series = torch.zeros_like(u)
+    for k in range(14, 0, -1):
+        series = (series + (k + 2) / (k * (k + 1))) * u
+    series = series + 2.0 * (_stirling_tail(xs - 0.5) - _stirling_tail(xs))
+    return torch.where(big, series, direct)
+
+
+def variance_adaptive_lr(rho: Number) -> Number:
+    r"""Exact variance of the adaptive learning rate for ``rho`` degrees of freedom, per unit :math:`\sigma^2`.
+
+    .. math::
+        \mathrm{Var}[l](\rho) = \rho \left[\frac{1}{\rho-2} - \frac{\Gamma((\rho-1)/2)^2}{2\,\Gamma(\rho/2)^2}\right]
+        = \frac{\rho}{\rho-2} - \frac{\rho\, 2^{2\rho-5}}{\pi} B\!\left(\tfrac{\rho-1}{2}, \tfrac{\rho-1}{2}\right)^2
+
+    (the variance of :math:`\sqrt{\rho/\chi^2_\rho}`). Multiply by :math:`1/\sigma^2` for gradients
+    of variance :math:`\sigma^2`. Evaluated without cancellation at large ``rho`` (relative error
+    about ``1e-16 * rho``).
+
+    Args:
+        rho: degrees of freedom, > 4 (a number, array or tensor).
+
+    Raises:
+        ValueError: if some ``rho <= 4`` (the variance is infinite there) or is not finite.
+        TypeError: if ``rho`` is not a number, array or tensor.
+
+    Example:
+        >>> round(variance_adaptive_lr(1999.0) * 2 * 1999.0, 3)
+        1.002
+    """
+    value, kind = _as_float64(rho, "rho")
+    _check_rho(value)
+    c = _log_gamma_ratio_term(value)
+    # rho/(rho-2) - exp(c) rho/(rho-2) ... rearranged: [2 - (rho - 2) expm1(c)] / (rho - 2)
+    return _back((2.0 - (value - 2.0) * torch.expm1(c)) / (value - 2.0), kind)
+
+
+def variance_adaptive_lr_first_order(rho: Number) -> Number:
+    r"""First-order approximation of :func:`variance_adaptive_lr`: :math:`\rho / (2 (\rho-2)(\rho-4))`.
+
+    This is the form the rectification term :math:`r_t` is built from; its ratio to the exact
+    variance tends to 1 as ``rho`` grows.
+
+    Args:
+        rho: degrees of freedom, > 4 (a number, array or tensor).
+
+    Raises:
+        ValueError: if some ``rho <= 4`` or is not finite.
+        TypeError: if ``rho`` is not a number, array or tensor.
+
+    Example:
+        >>> variance_adaptive_lr_first_order(6.0)
+        0.375
+    """
+    value, kind = _as_float64(rho, "rho")
+    _check_rho(value)
+    return _back(value / (2.0 * (value - 2.0) * (value - 4.0)), kind)
+
+
+def first_rectified_step(beta2: float, threshold: float = 5.0) -> Optional[int]:
+    r"""The first step ``t`` with :math:`\rho_t >` ``threshold``: where RAdam starts taking adaptive steps.
+
+    Args:
+        beta2: decay rate of the second moment, in ``[0, 1)``.
+        threshold: the rectification threshold, >= 4 (5 in torch and the authors' code, 4 in the paper).
+
+    Returns:
+        The step, or ``None`` when :math:`\rho_\infty \le` ``threshold`` (then no step is ever rectified).
+
+    Raises:
+        ValueError: if ``beta2`` is outside ``[0, 1)`` or ``threshold`` is below 4 or not finite.
+
+    Example:
+        >>> first_rectified_step(0.98), first_rectified_step(0.6)
+        (6, None)
+    """
+    beta2 = _check_beta2(beta2)
+    if not 4.0 <= threshold < math.inf:
+        raise ValueError(f"Invalid threshold: {threshold} (expected 4 <= threshold < inf)")
+    if rho_inf(beta2) <= threshold:
+        return None
+    # rho_t increases to rho_inf: grow an upper bound, then bisect.
+    lo, hi = 0, 1
+    while rho_t(hi, beta2) <= threshold:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if rho_t(mid, beta2) > threshold:
+            hi = mid
+        else:
+            lo = mid
+    return hi
