@@ -111,7 +111,7 @@ def _rho_t(t: torch.Tensor, beta2: float) -> torch.Tensor:
         return torch.ones_like(t)  # beta2^t = 0 for t >= 1, so rho_t = rho_inf = 1
     log_beta2 = math.log1p(-(1.0 - beta2))
     bias_correction2 = -torch.expm1(t * log_beta2)
-    beta2_t = 1.0 - bias_correction2
+    beta2_t = torch.exp(t * log_beta2)
     return rho_inf(beta2) - 2.0 * t * beta2_t / bias_correction2
 
 
