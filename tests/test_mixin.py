@@ -1,0 +1,120 @@
+"""RAdamMixin inside a real Lightning Trainer."""
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_radam import RAdam, RAdamMixin
+
+
+class DigitsLike(RAdamMixin, L.LightningModule):
+    def __init__(self, **hparams):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.BatchNorm1d(32), nn.Linear(32, 4, bias=False))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("loss", loss)
+        return loss
+
+
+def loader(n=256, batch_size=32):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 16, generator=g)
+    y = (x[:, :4].argmax(1)).long()
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+
+
+def trainer(tmp_path, **kwargs):
+    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, max_steps=12)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def test_mixin_fits_with_radam_built_from_hparams(tmp_path):
+    model = DigitsLike(lr=3e-3, betas=[0.9, 0.98], weight_decay=0.05, threshold=4.0, decoupled_weight_decay=True)
+    t = trainer(tmp_path)
+    t.fit(model, loader())
+    optimizer = t.optimizers[0]
+    assert type(optimizer) is RAdam and t.global_step == 12
+    for group in optimizer.param_groups:
+        assert (group["lr"], group["betas"], group["threshold"], group["decoupled_weight_decay"]) == (3e-3, (0.9, 0.98), 4.0, True)
+    assert optimizer.rectification_stats()[0].step == 12
+
+
+def test_mixin_excludes_biases_and_norm_parameters_from_weight_decay():
+    model = DigitsLike(weight_decay=0.1)
+    decay, no_decay = model.radam_param_groups()
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decay["params"]) == ["net.0.weight", "net.4.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["net.0.bias", "net.1.bias", "net.1.weight", "net.3.bias", "net.3.weight"]
+    assert "weight_decay" not in decay and no_decay["weight_decay"] == 0.0
+
+
+def test_mixin_uses_radam_defaults_when_hparams_are_absent():
+    optimizer = DigitsLike().configure_optimizers()
+    reference = RAdam([torch.zeros(1, requires_grad=True)])
+    assert {k: v for k, v in optimizer.param_groups[0].items() if k != "params"} == {k: v for k, v in reference.param_groups[0].items() if k != "params"}
+
+
+def test_mixin_frozen_parameters_are_left_out():
+    model = DigitsLike()
+    model.net[0].requires_grad_(False)
+    assert sum(len(g["params"]) for g in model.radam_param_groups()) == 5
+
+
+@pytest.mark.parametrize("schedule,min_lr_ratio", [("cosine", 0.0), ("linear", 0.1)])
+def test_mixin_lr_schedule_anneals_per_step(tmp_path, schedule, min_lr_ratio):
+    model = DigitsLike(lr=1e-2, lr_schedule=schedule, min_lr_ratio=min_lr_ratio)
+    t = trainer(tmp_path, max_steps=8)
+    t.fit(model, loader())
+    assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * min_lr_ratio, abs=1e-12)
+
+
+def test_mixin_pieces_are_overridable_alone(tmp_path):
+    class OneGroup(DigitsLike):
+        def radam_param_groups(self):
+            return [{"params": list(self.parameters())}]
+
+    optimizer = OneGroup(weight_decay=0.1).configure_optimizers()
+    assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["weight_decay"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "hparams,error,message",
+    [
+        ({"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+        ({"threshold": 2}, ValueError, "Invalid threshold: 2"),
+        ({"lr_schedule": "exp"}, ValueError, "Invalid lr_schedule: 'exp'"),
+        ({"lr_schedule": "cosine", "min_lr_ratio": 2.0}, ValueError, "Invalid min_lr_ratio: 2.0"),
+    ],
+)
+def test_mixin_rejects_invalid_hparams(hparams, error, message):
+    with pytest.raises(error, match=message):
+        DigitsLike(**hparams).configure_optimizers()
+
+
+def test_mixin_rejects_callables_in_hparams():
+    model = DigitsLike()
+    model.hparams["lr"] = lambda: 1e-3  # what save_hyperparameters would have stored
+    with pytest.raises(TypeError, match=r"Invalid hparams\['lr'\]"):
+        model.configure_optimizers()
+
+
+def test_mixin_checkpoint_resumes_exactly(tmp_path):
+    L.seed_everything(0)
+    full = DigitsLike(lr=5e-3, lr_schedule="cosine")
+    every_4 = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    trainer(tmp_path, max_steps=10, callbacks=[every_4]).fit(full, loader(n=128))  # 4 steps an epoch
+
+    resumed = DigitsLike(lr=5e-3, lr_schedule="cosine")
+    t = trainer(tmp_path / "resumed", max_steps=10)
+    t.fit(resumed, loader(n=128), ckpt_path=tmp_path / "step=4.ckpt")  # step 4: inside the unrectified phase
+    assert t.global_step == 10
+    for a, b in zip(resumed.parameters(), full.parameters()):
+        assert torch.equal(a, b)
+    loaded = torch.load(tmp_path / "step=4.ckpt", weights_only=True)  # plain hparams: loads with torch >= 2.6 defaults
+    assert loaded["hyper_parameters"]["lr_schedule"] == "cosine"
