@@ -1,0 +1,23 @@
+"""The quick-start example trains a real model and writes TensorBoard event files."""
+
+import runpy
+import sys
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+
+
+def test_quickstart_learns_digits_and_writes_tensorboard_events(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLE), "--max-epochs", "2", "--log-dir", str(tmp_path)])
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    out = capsys.readouterr().out
+    assert f"tensorboard --logdir {tmp_path}" in out
+    accuracy = float(out.split("validation accuracy ")[1].split()[0])
+    assert accuracy > 0.8  # ten classes: chance is 0.1
+    events = list((tmp_path / "quickstart").glob("version_*/events.out.tfevents.*"))
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(events[0]), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    assert {"train/loss", "val/accuracy"} <= set(accumulator.Tags()["scalars"])
