@@ -219,8 +219,8 @@ def _check_group(group: dict[str, Any]) -> None:
     for name in ("eps", "weight_decay", "threshold"):
         if isinstance(group[name], bool) or not isinstance(group[name], (int, float)):
             raise TypeError(f"Invalid {name}: expected a float, got {group[name]!r}")
-    if not 0.0 <= group["eps"] < math.inf:
-        raise ValueError(f"Invalid eps: {group['eps']}")
+    if not 0.0 < group["eps"] < math.inf:  # eps = 0 divides 0 by 0 where a gradient element has always been 0
+        raise ValueError(f"Invalid eps: {group['eps']} (expected 0 < eps < inf)")
     if not 0.0 <= group["weight_decay"] < math.inf:
         raise ValueError(f"Invalid weight_decay: {group['weight_decay']}")
     if not 4.0 <= group["threshold"] < math.inf:
@@ -283,7 +283,8 @@ class RAdam(Optimizer):
         params: iterable of parameters or of dicts defining parameter groups.
         lr: learning rate, a float or a 1-element tensor (default: 1e-3).
         betas: coefficients of the running averages of the gradient and its square (default: (0.9, 0.999)).
-        eps: added to the denominator ``sqrt(v_t)``, outside the bias correction (default: 1e-8).
+        eps: added to the denominator ``sqrt(v_t)``, outside the bias correction, > 0 (default: 1e-8).
+            Unlike torch, 0 is rejected: it would divide 0 by 0 wherever a gradient element has always been 0.
         weight_decay: weight decay coefficient (default: 0).
         decoupled_weight_decay: decay the weights directly, as AdamW and the authors' code, rather
             than adding ``weight_decay * theta`` to the gradient (default: False).

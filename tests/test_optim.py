@@ -195,6 +195,7 @@ INVALID_ARGUMENTS = [
     ({"betas": (0.9, "0.99")}, TypeError, "Invalid beta parameter at index 1: expected a float"),
     ({"eps": -1e-8}, ValueError, "Invalid eps: -1e-08"),
     ({"eps": float("nan")}, ValueError, "Invalid eps: nan"),
+    ({"eps": 0.0}, ValueError, r"Invalid eps: 0.0 \(expected 0 < eps < inf\)"),
     ({"weight_decay": -0.1}, ValueError, "Invalid weight_decay: -0.1"),
     ({"weight_decay": None}, TypeError, "Invalid weight_decay: expected a float, got None"),
     ({"threshold": 3.9}, ValueError, "Invalid threshold: 3.9"),
