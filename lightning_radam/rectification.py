@@ -106,10 +106,10 @@ def rho_inf(beta2: float) -> float:
 
 
 def _rho_t(t: torch.Tensor, beta2: float) -> torch.Tensor:
-    # beta2^t and 1 - beta2^t through log1p/expm1, accurate for beta2 near 1 where 1 - beta2**t cancels.
+    # beta2^t and 1 - beta2^t through exp/expm1, accurate for beta2 near 1 where 1 - beta2**t cancels.
     if beta2 == 0.0:
         return torch.ones_like(t)  # beta2^t = 0 for t >= 1, so rho_t = rho_inf = 1
-    log_beta2 = math.log1p(-(1.0 - beta2))
+    log_beta2 = math.log(beta2)
     bias_correction2 = -torch.expm1(t * log_beta2)
     beta2_t = torch.exp(t * log_beta2)
     return rho_inf(beta2) - 2.0 * t * beta2_t / bias_correction2
