@@ -22,6 +22,7 @@ from lightning_radam.rectification import _r_t, _rho_t
 __all__ = ["RAdam", "RectificationStats", "radam"]
 
 _SKIP, _SGD, _RECTIFIED = "skip", "sgd", "rectified"
+_NONFINITE_GRAD = ("ignore", "raise", "skip")
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,74 @@ def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, pl
             else:
                 torch._foreach_add_(bucket_params, bucket_exp_avgs, alpha=-plan.step_size)
 
+_FUSED_DEVICES = ("cpu", "cuda")
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _fused_unsupported(params: list[Tensor]) -> Optional[str]:
+    """Why the fused kernel cannot update ``params`` (``None`` when it can)."""
+    for index, param in enumerate(params):
+        if param.device.type not in _FUSED_DEVICES or param.dtype not in _FUSED_DTYPES:
+            return (
+                f"parameter {index} is a {param.dtype} tensor on {param.device.type}; the fused path supports "
+                f"{', '.join(str(d).removeprefix('torch.') for d in _FUSED_DTYPES)} tensors on {' and '.join(_FUSED_DEVICES)}"
+            )
+    return None
+
+
+def _unscale_grads_(grads: list[Tensor], grad_scale: Optional[Tensor]) -> None:
+    """Divide ``grads`` in place by the GradScaler's scale (a 1-element tensor), on their own devices."""
+    if grad_scale is None:
+        return
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for grad in grads:
+        by_device.setdefault(grad.device, []).append(grad)
+    for device, device_grads in by_device.items():
+        torch._foreach_div_(device_grads, grad_scale.to(device, non_blocking=True))
+
+
+def _same_dense_layout(tensors: list[Tensor]) -> bool:
+    if all(t.is_contiguous() for t in tensors):
+        return True
+    return tensors[0].dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
+
+
+def _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, beta1, beta2, lr, weight_decay, eps, decoupled_weight_decay, maximize, grad_scale=None):
+    # A rectified step is an Adam step with lr' = lr * r_t and eps' = eps / sqrt(1 - b2^t):
+    # sqrt(1-b2^t) / (sqrt(v) + eps) = 1 / (sqrt(v) / sqrt(1-b2^t) + eps'). torch's fused Adam kernel
+    # runs it per (device, dtype, step) bucket; the unrectified steps (the first few) take the foreach path.
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
+    kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+    for (device, _), (device_tensors, _) in grouped.items():
+        device_grad_scale = None if grad_scale is None else grad_scale.to(device, non_blocking=True)
+        buckets: dict[tuple[int, bool], list[int]] = {}
+        for i, step_t in enumerate(device_tensors[4]):
+            # the kernel walks the four tensors' memory in step: layouts that may not match take the foreach path
+            linear = _same_dense_layout([ts[i] for ts in device_tensors[:4]])
+            buckets.setdefault((int(step_t.item()) + 1, linear), []).append(i)
+        for (step, linear), indices in buckets.items():
+            plan = planner(step)
+            bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps = ([ts[i] for i in indices] for ts in device_tensors)
+            if plan.mode != _RECTIFIED or not linear:
+                _unscale_grads_(bucket_grads, device_grad_scale)
+                _multi_tensor_radam(
+                    bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps,
+                    planner=planner, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+                    decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                )  # fmt: skip
+                continue
+            torch._foreach_add_(bucket_steps, 1)
+            if device.type != "cpu":  # the CUDA kernel reads the step on the device: one fill, no copy from the host
+                bucket_steps = [torch.full((), float(step), dtype=torch.float32, device=device)] * len(indices)
+            r = plan.stats.r_t  # > 0: rho_t > threshold >= 4
+            kernel(
+                bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, [], bucket_steps,
+                amsgrad=False, lr=lr * r, beta1=beta1, beta2=beta2,
+                # decoupled: the kernel multiplies theta by 1 - lr' * weight_decay', which must be 1 - lr * weight_decay
+                weight_decay=weight_decay / r if decoupled_weight_decay else weight_decay,
+                eps=eps / math.sqrt(1.0 - beta2**step), maximize=maximize, grad_scale=device_grad_scale, found_inf=None,
+            )  # fmt: skip
+
 
 def radam(
     params: list[Tensor],
@@ -151,6 +220,7 @@ def radam(
     *,
     foreach: Optional[bool] = None,
     fused: Optional[bool] = None,
+    grad_scale: Optional[Tensor] = None,
     beta1: float,
     beta2: float,
     lr: Union[float, Tensor],
@@ -164,14 +234,22 @@ def radam(
     r"""Functional RAdam: one step over lists of tensors, updated in place.
 
     ``state_steps`` are CPU scalar tensors (one per parameter, as in ``torch.optim.RAdam``),
-    incremented here. See :class:`RAdam` for the algorithm and the arguments.
+    incremented here. See :class:`RAdam` for the algorithm and the arguments. With ``foreach`` and
+    ``fused`` both ``None``, the fused path is taken when every parameter is a float16, bfloat16,
+    float32 or float64 tensor on the CPU or a CUDA device, and the for-loop (CPU) or foreach
+    (elsewhere) path otherwise.
+
+    Args:
+        grad_scale: a GradScaler's scale (1-element tensor): the gradients are divided by it, in
+            place, before the update (default: None).
 
     Returns:
         The :class:`RectificationStats` of the most advanced step count among ``params``, or
         ``None`` when ``params`` is empty.
 
     Raises:
-        NotImplementedError: if ``fused=True`` (the fused path is not implemented yet).
+        RuntimeError: if ``fused=True`` and a parameter is complex, or of another dtype or device
+            than the fused path supports.
 
     Example:
         >>> p = torch.zeros(3); g = torch.ones(3)
@@ -179,19 +257,27 @@ def radam(
         >>> radam([p], [g], [m], [v], [t], beta1=0.9, beta2=0.999, lr=1e-3, weight_decay=0.0, eps=1e-8)
         RectificationStats(step=1, rho_t=1.0, r_t=0.0, rectified=False)
     """
-    if fused:
-        raise NotImplementedError("RAdam(fused=True) is not implemented yet; use fused=None or False")
     if isinstance(lr, Tensor):
         lr = lr.item()  # one host read; a CUDA tensor lr synchronises here, a Python float or CPU tensor does not
-    if foreach is None:
+    if fused:
+        reason = _fused_unsupported(params)
+        if reason is not None:
+            raise RuntimeError(f"RAdam(fused=True) cannot update these parameters: {reason}")
+    elif fused is None and foreach is None:
+        fused = _fused_unsupported(params) is None  # the default where supported; otherwise fall back silently
+    if not fused and foreach is None:
         foreach = all(p.device.type not in ("cpu", "meta") for p in params)  # torch's default: foreach off the CPU
     planner = _Planner(beta1=beta1, beta2=beta2, lr=lr, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd)
-    update = _multi_tensor_radam if foreach else _single_tensor_radam
-    update(
-        params, grads, exp_avgs, exp_avg_sqs, state_steps,
+    hyper = dict(
         planner=planner, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
     )  # fmt: skip
+    if fused:
+        _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, grad_scale=grad_scale, **hyper)
+    else:
+        _unscale_grads_(grads, grad_scale)
+        update = _multi_tensor_radam if foreach else _single_tensor_radam
+        update(params, grads, exp_avgs, exp_avg_sqs, state_steps, **hyper)
     return planner.stats()
 
 
@@ -229,8 +315,10 @@ def _check_group(group: dict[str, Any]) -> None:
         _check_bool(name, group[name])
     for name in ("foreach", "fused"):
         _check_bool(name, group[name], optional=True)
-    if group["fused"]:
-        raise NotImplementedError("RAdam(fused=True) is not implemented yet; use fused=None or False")
+    if not isinstance(group["nonfinite_grad"], str):
+        raise TypeError(f"Invalid nonfinite_grad: expected one of {_NONFINITE_GRAD}, got {group['nonfinite_grad']!r}")
+    if group["nonfinite_grad"] not in _NONFINITE_GRAD:
+        raise ValueError(f"Invalid nonfinite_grad: {group['nonfinite_grad']!r} (expected one of {_NONFINITE_GRAD})")
     if group["foreach"] and group["fused"]:
         raise ValueError("Invalid foreach and fused: at most one of them can be True")
 
@@ -279,6 +367,30 @@ class RAdam(Optimizer):
     The state (``step``, ``exp_avg``, ``exp_avg_sq``) has the layout of ``torch.optim.RAdam``:
     either optimizer loads the other's ``state_dict``.
 
+    Implementations. The fused path runs each rectified step through torch's fused Adam kernel
+    (CPU and CUDA), as an Adam step with ``lr * r_t`` and ``eps / sqrt(1 - beta2^t)``: it moves the
+    bytes of an Adam step and allocates nothing. The few unrectified steps at the start go through
+    the foreach path. It is the default wherever it applies (float16, bfloat16, float32 and float64
+    parameters on the CPU or CUDA, with neither ``foreach`` nor ``fused`` given); otherwise the
+    for-loop (CPU) or foreach (elsewhere) path runs. All paths agree to round-off.
+
+    Mixed precision. By default ``torch.amp.GradScaler`` unscales the gradients and skips
+    :meth:`step` when they hold inf/NaN (reading one flag on the host, as for any optimizer).
+    With ``unscale_in_step=True`` it leaves both to :meth:`step` instead: the gradients are
+    unscaled inside the update (in the fused kernel, saving a pass over them), and a step whose
+    gradients hold inf/NaN leaves parameters, moments and step counts untouched. Because the step
+    counts live on the host (``rho_t`` and ``r_t`` are computed there, without synchronising), the
+    ``found_inf`` flag is read on the host once per step: a synchronisation when it is on a GPU,
+    the same one GradScaler performs by default. Lightning neither unscales before
+    ``on_before_optimizer_step`` nor allows gradient clipping for such an optimizer, hence the default.
+
+    Non-finite gradients. ``nonfinite_grad="ignore"`` (default) lets inf/NaN into the moments, as
+    ``torch.optim`` does, at no cost. ``"raise"`` raises a ``RuntimeError`` naming the parameter
+    (its index in the group, and its name when the optimizer was built from ``named_parameters()``)
+    before anything is updated; ``"skip"`` skips the whole step, leaving every parameter, moment,
+    step count and :meth:`rectification_stats` untouched. Both read one pass over the gradients
+    and one flag per (device, dtype) on the host: a synchronisation on a GPU.
+
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
         lr: learning rate, a float or a 1-element tensor (default: 1e-3).
@@ -293,13 +405,18 @@ class RAdam(Optimizer):
             than no step (default: False).
         maximize: maximize the objective instead of minimizing it (default: False).
         foreach: use the multi-tensor implementation; ``None`` picks it for parameters off the CPU (default: None).
-        fused: use a fused implementation (default: None). Not implemented yet: ``True`` raises.
+        fused: use the fused implementation; ``None`` picks it where it applies (default: None).
+        nonfinite_grad: what to do with a gradient holding inf or NaN: ``"ignore"``, ``"raise"`` or
+            ``"skip"`` the step (default: "ignore").
+        unscale_in_step: let ``torch.amp.GradScaler`` hand the unscaling and the inf/NaN skip to
+            :meth:`step` (default: False).
 
     Raises:
         ValueError: if a hyper-parameter is out of range; the message names it and the value.
         TypeError: if a hyper-parameter has the wrong type.
-        NotImplementedError: if ``fused=True``.
-        RuntimeError: from :meth:`step`, if a gradient is sparse.
+        RuntimeError: if ``fused=True`` and a parameter is complex or of a dtype or device the fused
+            path does not support; from :meth:`step`, if a gradient is sparse, or holds inf/NaN with
+            ``nonfinite_grad="raise"``.
 
     Example:
         >>> import torch
@@ -328,23 +445,36 @@ class RAdam(Optimizer):
         maximize: bool = False,
         foreach: Optional[bool] = None,
         fused: Optional[bool] = None,
+        nonfinite_grad: str = "ignore",
+        unscale_in_step: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
             threshold=threshold, degenerated_to_sgd=degenerated_to_sgd, maximize=maximize, foreach=foreach, fused=fused,
+            nonfinite_grad=nonfinite_grad,
         )  # fmt: skip
         _check_group(defaults)
+        _check_bool("unscale_in_step", unscale_in_step)
         self._stats: list[Optional[RectificationStats]] = []
+        # Read by torch.amp.GradScaler.step: when True it hands grad_scale and found_inf to step() (as
+        # attributes) instead of unscaling the gradients itself and skipping step() on inf/NaN.
+        self._step_supports_amp_scaling = unscale_in_step
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group, validating its hyper-parameters like the constructor's."""
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
+        group = self.param_groups[-1]
+        _check_group(group)
+        if group["fused"]:
+            reason = _fused_unsupported(group["params"])
+            if reason is not None:
+                raise RuntimeError(f"RAdam(fused=True) cannot update these parameters: {reason}")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_stats", [])
+        self.__dict__.setdefault("_step_supports_amp_scaling", False)
         for key, value in self.defaults_for_old_checkpoints().items():
             for group in self.param_groups:
                 group.setdefault(key, value)
@@ -356,7 +486,10 @@ class RAdam(Optimizer):
     @staticmethod
     def defaults_for_old_checkpoints() -> dict[str, Any]:
         """Values given to group keys missing from an unpickled optimizer or a foreign ``state_dict``."""
-        return dict(decoupled_weight_decay=False, threshold=5.0, degenerated_to_sgd=False, maximize=False, foreach=None, fused=None)
+        return dict(
+            decoupled_weight_decay=False, threshold=5.0, degenerated_to_sgd=False, maximize=False, foreach=None, fused=None,
+            nonfinite_grad="ignore",
+        )  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state of this optimizer or of ``torch.optim.RAdam``.
@@ -409,9 +542,41 @@ class RAdam(Optimizer):
             exp_avg_sqs.append(state["exp_avg_sq"])
             state_steps.append(state["step"])
 
+    def _nonfinite_grads_skip_step(self) -> bool:
+        """Apply each group's ``nonfinite_grad``: raise, or return True when the step must be skipped."""
+        checked = []  # (group index, parameter index, gradient)
+        for group_index, group in enumerate(self.param_groups):
+            if group["nonfinite_grad"] != "ignore":
+                checked += [(group_index, i, p.grad) for i, p in enumerate(group["params"]) if p.grad is not None and p.grad.numel() and not p.grad.is_sparse]
+        if not checked:
+            return False
+        by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for k, (_, _, grad) in enumerate(checked):
+            by_kind.setdefault((grad.device, grad.dtype), []).append(k)
+        bad = []
+        for indices in by_kind.values():
+            # max |g| is inf or NaN exactly where the gradient holds one (unlike the 2-norm, it cannot overflow)
+            max_abs = torch.stack(torch._foreach_norm([checked[k][2] for k in indices], math.inf))
+            finite = torch.isfinite(max_abs).tolist()  # one host read per (device, dtype): a synchronisation off the CPU
+            bad += [k for k, ok in zip(indices, finite) if not ok]
+        raising = sorted(k for k in bad if self.param_groups[checked[k][0]]["nonfinite_grad"] == "raise")
+        if raising:
+            group_index, index, _ = checked[raising[0]]
+            names = self.param_groups[group_index].get("param_names")
+            name = f" ({names[index]!r})" if names else ""
+            raise RuntimeError(
+                f"RAdam: non-finite gradient (inf or NaN) in parameter {index}{name} of parameter group {group_index}; "
+                "nothing was updated (nonfinite_grad='raise'; 'skip' skips such steps instead)"
+            )
+        return bool(bad)
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
         """Perform a single optimization step.
+
+        A step is skipped entirely (parameters, moments, step counts and :meth:`rectification_stats`
+        untouched) when ``torch.amp.GradScaler`` reports inf/NaN through ``found_inf`` (with
+        ``unscale_in_step=True``), or when a group with ``nonfinite_grad="skip"`` has a non-finite gradient.
 
         Args:
             closure: a closure that re-evaluates the model and returns the loss (optional).
@@ -420,12 +585,22 @@ class RAdam(Optimizer):
             The loss returned by ``closure``, or ``None``.
 
         Raises:
-            RuntimeError: if a gradient is sparse.
+            RuntimeError: if a gradient is sparse, or non-finite in a group with ``nonfinite_grad="raise"``
+                (the message names the parameter's index in its group, and its name when the optimizer
+                was built from ``named_parameters()``).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Set by torch.amp.GradScaler.step when _step_supports_amp_scaling (unscale_in_step=True).
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        # The step counts live on the host (rho_t and r_t are computed there), so whether this step happens
+        # must be known there: one read of found_inf, a synchronisation when it is on a GPU.
+        if found_inf is not None and found_inf.item() != 0:
+            return loss
+        if self._nonfinite_grads_skip_step():
+            return loss
         self._stats = self.rectification_stats()
         for index, group in enumerate(self.param_groups):
             params, grads, exp_avgs, exp_avg_sqs, state_steps = [], [], [], [], []
@@ -435,9 +610,10 @@ class RAdam(Optimizer):
             beta1, beta2 = group["betas"]
             stats = radam(
                 params, grads, exp_avgs, exp_avg_sqs, state_steps,
-                foreach=group["foreach"], fused=group["fused"], beta1=beta1, beta2=beta2, lr=group["lr"],
-                weight_decay=group["weight_decay"], eps=group["eps"], decoupled_weight_decay=group["decoupled_weight_decay"],
-                threshold=group["threshold"], degenerated_to_sgd=group["degenerated_to_sgd"], maximize=group["maximize"],
+                foreach=group["foreach"], fused=group["fused"], grad_scale=grad_scale, beta1=beta1, beta2=beta2,
+                lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+                decoupled_weight_decay=group["decoupled_weight_decay"], threshold=group["threshold"],
+                degenerated_to_sgd=group["degenerated_to_sgd"], maximize=group["maximize"],
             )  # fmt: skip
             self._stats[index] = stats
         return loss
