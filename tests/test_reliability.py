@@ -1,0 +1,134 @@
+"""Reliability at scale: DDP, mixed precision, accumulation, clipping, exact resume, mixed dtypes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_radam import RAdam, RAdamMixin
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_script(*args, cwd):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, str(HERE / "ddp_script.py"), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    run_script("--devices", 2, "--out", tmp_path / "two", cwd=tmp_path)
+    run_script("--devices", 1, "--out", tmp_path / "one", cwd=tmp_path)
+    two, one = torch.load(tmp_path / "two" / "result.pt"), torch.load(tmp_path / "one" / "result.pt")
+    rank1 = torch.load(tmp_path / "two" / "rank1.pt")
+    for p2, p1, q in zip(two["params"], one["params"], rank1["params"]):
+        assert torch.equal(p2, q)  # ranks stay in sync
+        assert ((p2 - p1).abs().max() / p1.abs().max()).item() < 1e-12  # float64: all-reduce order is the only difference
+    steps = {s["step"].item() for s in two["optimizer"]["state"].values()}
+    assert steps == {12.0}
+    assert len(list((tmp_path / "two" / "tb").rglob("events.out.tfevents.*"))) == 1  # only rank zero writes
+
+
+class Classifier(RAdamMixin, L.LightningModule):
+    def __init__(self, **hparams):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 4))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("loss", loss)
+        return loss
+
+
+def loader(n=256, batch_size=16):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 16, generator=g)
+    return DataLoader(TensorDataset(x, x[:, :4].argmax(1)), batch_size=batch_size)
+
+
+def trainer(tmp_path, **kwargs):
+    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.mark.parametrize("accumulate,clip", [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
+def test_rho_t_advances_once_per_optimizer_step(tmp_path, accumulate, clip):
+    model = Classifier(lr=1e-2)
+    t = trainer(tmp_path, max_steps=7, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
+    t.fit(model, loader())
+    optimizer = t.optimizers[0]
+    assert {s["step"].item() for s in optimizer.state.values()} == {7.0}
+    stats = optimizer.rectification_stats()[0]
+    assert stats.step == 7 and stats.rectified
+
+
+def full_loss(model):
+    x, y = loader().dataset.tensors
+    with torch.no_grad():
+        return nn.functional.cross_entropy(model.net(x), y).item()
+
+
+def test_bf16_mixed_on_cpu_trains_like_fp32(tmp_path):
+    losses = {}
+    for precision in ("32-true", "bf16-mixed"):
+        L.seed_everything(0)
+        model = Classifier(lr=3e-2)
+        initial = full_loss(model)
+        trainer(tmp_path, max_steps=60, precision=precision).fit(model, loader())
+        assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
+        losses[precision] = full_loss(model)
+    assert losses["bf16-mixed"] < initial - 0.3
+    assert abs(losses["bf16-mixed"] - losses["32-true"]) < 0.1
+
+
+def test_grad_scaler_skipped_step_leaves_radam_untouched():
+    model = nn.Linear(4, 2)
+    optimizer = RAdam(model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    for step in range(8):
+        optimizer.zero_grad()
+        scaler.scale(model(torch.randn(3, 4)).pow(2).mean()).backward()
+        if step == 6:  # one overflowing step, inside the rectified phase
+            model.weight.grad[0, 0] = float("inf")
+            before = {k: v.clone() for k, v in optimizer.state[model.weight].items()}
+            params_before, stats_before = model.weight.detach().clone(), optimizer.rectification_stats()
+        scaler.step(optimizer)
+        scaler.update()
+        if step == 6:
+            assert all(torch.equal(before[k], v) for k, v in optimizer.state[model.weight].items())
+            assert torch.equal(model.weight, params_before) and optimizer.rectification_stats() == stats_before
+    assert optimizer.state[model.weight]["step"].item() == 7  # eight calls, one skipped
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_mixed_dtypes_in_one_group_each_step_in_their_own_precision(foreach):
+    params = [torch.ones(3, dtype=dtype, requires_grad=True) for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)]
+    optimizer = RAdam(params, lr=0.1, foreach=foreach)
+    for _ in range(8):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+    for p in params:
+        assert optimizer.state[p]["exp_avg"].dtype == p.dtype
+        assert torch.allclose(p.float(), params[1].float(), rtol=1e-2)  # the same trajectory, to each dtype's precision
+    assert params[1][0].item() < 1.0
+
+
+def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp_path):
+    L.seed_everything(0)
+    full = Classifier(lr=1e-2, lr_schedule="linear")
+    every = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}")
+    trainer(tmp_path, max_steps=16, callbacks=[every], enable_checkpointing=True).fit(full, loader(n=128, batch_size=16))  # 8 steps an epoch
+    for resume_step in (3, 8):  # inside the unrectified phase (steps 1-5 skip), and after it at an epoch's end
+        resumed = Classifier(lr=1e-2, lr_schedule="linear")
+        t = trainer(tmp_path / f"resume{resume_step}", max_steps=16)
+        t.fit(resumed, loader(n=128, batch_size=16), ckpt_path=tmp_path / f"step={resume_step}.ckpt")
+        assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters())), resume_step
