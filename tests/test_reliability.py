@@ -122,13 +122,37 @@ def test_mixed_dtypes_in_one_group_each_step_in_their_own_precision(foreach):
     assert params[1][0].item() < 1.0
 
 
+class ResumableLoader:
+    """Batches in a fixed order, with the state_dict/load_state_dict Lightning uses to resume mid-epoch."""
+
+    def __init__(self, n=128, batch_size=16):
+        self.batches = list(loader(n, batch_size))
+        self.position = 0
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        start, self.position = self.position, 0
+        for index in range(start, len(self.batches)):
+            self.position = index + 1
+            yield self.batches[index]
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
 def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp_path):
     L.seed_everything(0)
     full = Classifier(lr=1e-2, lr_schedule="linear")
     every = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}")
-    trainer(tmp_path, max_steps=16, callbacks=[every], enable_checkpointing=True).fit(full, loader(n=128, batch_size=16))  # 8 steps an epoch
-    for resume_step in (3, 8):  # inside the unrectified phase (steps 1-5 skip), and after it at an epoch's end
+    trainer(tmp_path, max_steps=16, callbacks=[every], enable_checkpointing=True).fit(full, ResumableLoader())  # 8 steps an epoch
+    for resume_step in (3, 11):  # inside the unrectified phase (steps 1-5 skip), and after it, both mid-epoch
         resumed = Classifier(lr=1e-2, lr_schedule="linear")
         t = trainer(tmp_path / f"resume{resume_step}", max_steps=16)
-        t.fit(resumed, loader(n=128, batch_size=16), ckpt_path=tmp_path / f"step={resume_step}.ckpt")
+        t.fit(resumed, ResumableLoader(), ckpt_path=tmp_path / f"step={resume_step}.ckpt")
+        assert t.global_step == 16
         assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters())), resume_step
