@@ -471,6 +471,9 @@ class RAdam(Optimizer):
             if reason is not None:
                 raise RuntimeError(f"RAdam(fused=True) cannot update these parameters: {reason}")
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_step_supports_amp_scaling": self._step_supports_amp_scaling}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_stats", [])
