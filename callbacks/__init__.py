@@ -1,3 +1,11 @@
-"""Lightning callbacks that put RAdam's diagnostics into TensorBoard (installed as ``lightning_radam.callbacks``)."""
+"""Lightning callbacks that put RAdam's diagnostics into TensorBoard (installed as ``lightning_radam.callbacks``).
 
-__all__: list = []
+Example:
+    >>> from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
+"""
+
+from lightning_radam.callbacks.gradient_histogram_monitor import GradientHistogramMonitor, bucket_edges, log2_bucket_counts
+from lightning_radam.callbacks.layout import monitoring_layout
+from lightning_radam.callbacks.rectification_monitor import RectificationMonitor
+
+__all__ = ["GradientHistogramMonitor", "RectificationMonitor", "bucket_edges", "log2_bucket_counts", "monitoring_layout"]

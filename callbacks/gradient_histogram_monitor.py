@@ -1,0 +1,305 @@
+r"""Histograms of :math:`\log_{10}|g|` per optimizer step: the paper's gradient-distribution figure in TensorBoard.
+
+The top bits of an IEEE float already are a logarithmic bucket: for a float32 ``g``,
+``(g.view(int32) >> 21) & 0x3FF`` is its 8 exponent bits and 2 leading mantissa bits (the sign
+dropped), so one ``bincount`` gives exact counts over fixed buckets of a quarter of the mantissa
+range per octave, ``[2^e (1 + j/4), 2^e (1 + (j+1)/4))``, on the gradients' device. Only the 1024
+counts per histogram cross to the host, and they are written with TensorBoard's raw-histogram API.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_radam.callbacks._common import (
+    _check_every_n_steps,
+    _compile_pattern,
+    _log_scalars,
+    _logged_step,
+    _optimizer_index,
+    _optimizer_prefix,
+    _parameter_names,
+    _tensorboard_loggers,
+)
+
+__all__ = ["GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
+
+NUM_BUCKETS = 1024  # 8 exponent bits x 2 leading mantissa bits; bucket k = 4 * exponent + j
+_FIRST_NONFINITE = 4 * 255  # exponent 255: inf and NaN
+_WHEN = ("before_clip", "after_clip")
+
+
+def log2_bucket_counts(tensor: Tensor) -> Tensor:
+    r"""Counts of ``|tensor|`` in the 1024 IEEE buckets (see :func:`bucket_edges`), on the tensor's device.
+
+    Bucket ``k = 4 e + j`` holds the float32 values with biased exponent ``e`` and leading mantissa
+    bits ``j``: ``[2^{e-127} (1 + j/4), 2^{e-127} (1 + (j+1)/4))`` for ``1 <= e <= 254``; buckets 0-3
+    hold zero and the subnormals, 1020-1023 the infinities and NaNs. float32 and bfloat16 are binned
+    from their own bits (bfloat16 is the upper half of float32, so the buckets are the same); other
+    dtypes are converted to float32 first (float64 values beyond float32's range saturate).
+
+    Args:
+        tensor: a floating-point tensor of any shape.
+
+    Returns:
+        An int64 tensor of shape ``(1024,)`` on ``tensor.device``. Nothing is synchronised.
+
+    Example:
+        >>> log2_bucket_counts(torch.tensor([1.0, 1.3, -1.6, 0.0]))[[0, 508, 509, 510]].tolist()
+        [1, 1, 1, 1]
+    """
+    if tensor.dtype == torch.bfloat16:
+        ids = torch.bitwise_right_shift(tensor.view(torch.int16), 5).bitwise_and_(NUM_BUCKETS - 1)
+    else:
+        if tensor.dtype != torch.float32:
+            tensor = tensor.float()
+        ids = torch.bitwise_right_shift(tensor.view(torch.int32), 21).bitwise_and_(NUM_BUCKETS - 1)
+    return torch.bincount(ids.reshape(-1), minlength=NUM_BUCKETS)
+
+
+def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
+    r"""Lower and upper edges of the 1024 buckets of :func:`log2_bucket_counts`, as float64 magnitudes.
+
+    Bucket 0's lower edge is the smallest positive subnormal, ``2^{-149}`` (zeros are counted apart);
+    the edges of buckets 1020-1023 (inf, NaN) are ``inf``.
+
+    Example:
+        >>> lower, upper = bucket_edges()
+        >>> float(lower[508]), float(upper[508])
+        (1.0, 1.25)
+    """
+    k = np.arange(NUM_BUCKETS)
+    exponent, j = k >> 2, (k & 3).astype(np.float64)
+    normal = exponent > 0
+    scale = np.where(normal, np.exp2(exponent - 127.0), 2.0**-126)
+    lower = scale * np.where(normal, 1.0 + j / 4.0, j / 4.0)
+    upper = scale * np.where(normal, 1.0 + (j + 1.0) / 4.0, (j + 1.0) / 4.0)
+    lower[0] = 2.0**-149
+    lower[_FIRST_NONFINITE:] = upper[_FIRST_NONFINITE:] = np.inf
+    return lower, upper
+
+
+_LOG10_LOWER, _LOG10_UPPER = (np.log10(edges) for edges in bucket_edges())
+
+
+@dataclass
+class _Pending:
+    """Device-side results of one optimizer step, waiting for ``on_train_batch_end``."""
+
+    prefix: str
+    tags: list[str] = field(default_factory=list)  # global first, then one per layer
+    counts: list[Tensor] = field(default_factory=list)  # bucket counts, one row per tag
+    nonzero: list[Tensor] = field(default_factory=list)  # number of non-zero elements, one per tag
+    numel: list[int] = field(default_factory=list)
+    log10_scale: float = 0.0
+
+
+class GradientHistogramMonitor(Callback):
+    r"""Write histograms of :math:`\log_{10}|g|` of the gradients to TensorBoard, every optimizer step by default.
+
+    This is the figure of Liu et al. (2020, Fig. 2): stacked per step (TensorBoard's histogram
+    dashboard, "offset" mode), the distribution of gradient magnitudes distorts in the first
+    updates of Adam without warmup and stays stable with warmup or RAdam.
+
+    Gradients are read in ``on_before_optimizer_step`` by default: accumulated over
+    ``accumulate_grad_batches``, unscaled by the precision plugin's GradScaler, all-reduced by DDP,
+    and before gradient clipping. ``when="after_clip"`` reads them after ``optimizer.step()``
+    instead, i.e. after clipping (a step that the GradScaler skips is then not logged). For fused
+    optimizers that unscale inside their own step, the GradScaler's scale is divided out of the
+    histogram (read on logging steps only). Binning is exact and runs on the gradients' device
+    (:func:`log2_bucket_counts`); only bucket counts reach the host. Nothing is computed and nothing
+    synchronises on steps that are not logged, nor on ranks other than zero.
+
+    The step of every point is ``trainer.fit_loop.epoch_loop._batches_that_stepped``, the step
+    ``self.log`` uses, so the histograms line up with the other training curves; with gradient
+    accumulation there is one point per optimizer step.
+
+    Logged names (``{prefix}`` is ``"grad"`` by default; ``{opt}`` is empty with one optimizer and
+    ``optimizer{i}/`` with several):
+
+    - ``{prefix}/{opt}log10_abs`` (histogram): log10|g| over all finite non-zero gradient elements
+      of the optimizer's parameters; the bucket limits are log10 of the bucket edges.
+    - ``{prefix}/{opt}zeros`` and ``{prefix}/{opt}nonfinite`` (scalars): numbers of gradient
+      elements that are exactly zero, and that are inf or NaN.
+    - ``{prefix}/layer/{name}/log10_abs`` (histogram): the same for each parameter whose name
+      (as in ``named_parameters()``) matches ``layers``.
+
+    Scalars go to every logger in ``trainer.loggers``; histograms need a ``TensorBoardLogger``
+    (without one the callback warns once and logs the scalars only).
+
+    Args:
+        every_n_steps: log on optimizer steps whose index is a multiple of this, starting at
+            step 0 (default: 1, every step).
+        layers: regular expression searched in parameter names (``re.search``); each matching
+            parameter gets its own histogram. ``None`` for the global histogram only (default: None).
+        layer_every_n_steps: interval of the per-layer histograms, a multiple of
+            ``every_n_steps`` or ``None`` for the same interval (default: None).
+        when: ``"before_clip"`` (gradients as the optimizer receives them before clipping) or
+            ``"after_clip"`` (after clipping, read after the optimizer step) (default: "before_clip").
+        prefix: first component of every tag, so that two instances (say, one per ``when``) can
+            run together (default: "grad").
+
+    Raises:
+        ValueError: if ``every_n_steps`` or ``layer_every_n_steps`` is < 1 or not a multiple,
+            ``layers`` is not a valid regular expression, ``when`` is unknown or ``prefix`` is empty.
+        TypeError: if an argument has the wrong type.
+        MisconfigurationException: at fit start, if the Trainer has no logger.
+
+    Example::
+
+        from lightning import Trainer
+        from lightning.pytorch.loggers import TensorBoardLogger
+        from lightning_radam.callbacks import GradientHistogramMonitor
+
+        trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[GradientHistogramMonitor(layers=r"attn")])
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 1,
+        layers: Optional[str] = None,
+        layer_every_n_steps: Optional[int] = None,
+        when: str = "before_clip",
+        prefix: str = "grad",
+    ) -> None:
+        self.every_n_steps = _check_every_n_steps(every_n_steps)
+        self.layers = _compile_pattern(layers, "layers")
+        if layer_every_n_steps is not None:
+            _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
+            if layer_every_n_steps % every_n_steps:
+                raise ValueError(f"Invalid layer_every_n_steps: {layer_every_n_steps} (expected a multiple of every_n_steps={every_n_steps})")
+        self.layer_every_n_steps = layer_every_n_steps or every_n_steps
+        if when not in _WHEN:
+            raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
+        self.when = when
+        if not isinstance(prefix, str):
+            raise TypeError(f"Invalid prefix: expected a str, got {prefix!r}")
+        if not prefix:
+            raise ValueError(f"Invalid prefix: {prefix!r} (expected a non-empty str)")
+        self.prefix = prefix
+        self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step, survives resume
+        self._pending: dict[int, _Pending] = {}
+        self._hooks: dict[int, Any] = {}
+        self._names: dict[int, str] = {}
+        self._write_histograms = True
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(prefix=self.prefix, when=self.when)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_logged": dict(self._last_logged)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_logged = {int(k): int(v) for k, v in state_dict.get("last_logged", {}).items()}
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.loggers:
+            raise MisconfigurationException("Cannot use GradientHistogramMonitor with a Trainer that has no logger.")
+        self._names = _parameter_names(pl_module)
+        self._write_histograms = bool(_tensorboard_loggers(trainer))
+        if not self._write_histograms:
+            rank_zero_warn(
+                "GradientHistogramMonitor: no TensorBoardLogger in trainer.loggers, so no histograms are written;"
+                f" the scalars {self.prefix}/zeros and {self.prefix}/nonfinite still are."
+            )
+
+    @override
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        if not trainer.is_global_zero:
+            return
+        step = _logged_step(trainer)  # decided on the host before any device work
+        index = _optimizer_index(trainer, optimizer)
+        if step % self.every_n_steps or step <= self._last_logged.get(index, -1):
+            return
+        with_layers = self._write_histograms and self.layers is not None and step % self.layer_every_n_steps == 0
+        if self.when == "before_clip":
+            self._pending[index] = self._collect(trainer, optimizer, index, with_layers)
+        elif index not in self._hooks:
+            def read_after_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+                self._hooks.pop(index).remove()
+                self._pending[index] = self._collect(trainer, opt, index, with_layers)
+
+            self._hooks[index] = optimizer.register_step_post_hook(read_after_step)
+
+    @torch.no_grad()
+    def _collect(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer, index: int, with_layers: bool) -> _Pending:
+        pending = _Pending(prefix=f"{self.prefix}/{_optimizer_prefix(trainer, index)}")
+        counts, nonzero, numel = [], [], 0
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                counts.append(log2_bucket_counts(p.grad))
+                nonzero.append(torch.count_nonzero(p.grad))
+                numel += p.grad.numel()
+                name = self._names.get(id(p))
+                if with_layers and name is not None and self.layers.search(name):
+                    pending.tags.append(f"{self.prefix}/layer/{name}/log10_abs")
+                    pending.counts.append(counts[-1])
+                    pending.nonzero.append(nonzero[-1])
+                    pending.numel.append(p.grad.numel())
+        if counts:
+            pending.tags.insert(0, f"{pending.prefix}log10_abs")
+            pending.counts.insert(0, torch.stack(counts).sum(0))
+            pending.nonzero.insert(0, torch.stack(nonzero).sum())
+            pending.numel.insert(0, numel)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None and self.when == "before_clip" and _optimizer_handles_unscaling(optimizer):
+            pending.log10_scale = math.log10(float(scaler.get_scale()))  # gradients are still scaled here
+        return pending
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        for handle in self._hooks.values():  # the optimizer step was skipped (GradScaler) or never ran
+            handle.remove()
+        self._hooks.clear()
+        if not self._pending:
+            return
+        step = _logged_step(trainer)
+        pending, self._pending = self._pending, {}
+        for index, item in pending.items():
+            self._last_logged[index] = step
+            if not item.tags:
+                continue
+            # the one device-to-host transfer: bucket counts and non-zero counts of every histogram
+            rows = torch.cat([torch.stack(item.counts), torch.stack(item.nonzero)[:, None]], dim=1).cpu().numpy()
+            zeros = np.asarray(item.numel) - rows[:, -1]
+            counts = rows[:, :-1]
+            counts[:, 0] -= zeros  # bucket 0 holds zero and the smallest subnormals
+            scalars = {f"{item.prefix}zeros": float(zeros[0]), f"{item.prefix}nonfinite": float(counts[0, _FIRST_NONFINITE:].sum())}
+            _log_scalars(trainer, scalars, step)
+            if self._write_histograms:
+                for tag, row in zip(item.tags, counts):
+                    self._write(trainer, tag, row, step, item.log10_scale)
+
+    def _write(self, trainer: pl.Trainer, tag: str, counts: np.ndarray, step: int, log10_scale: float) -> None:
+        finite = counts[:_FIRST_NONFINITE]
+        occupied = np.flatnonzero(finite)
+        if occupied.size == 0:
+            return
+        lo, hi = occupied[0], occupied[-1] + 1
+        bucket = finite[lo:hi].astype(np.float64)
+        lower, upper = _LOG10_LOWER[lo:hi] - log10_scale, _LOG10_UPPER[lo:hi] - log10_scale
+        middle = (lower + upper) / 2.0  # sum and sum_squares are bucket-midpoint estimates
+        for logger in _tensorboard_loggers(trainer):
+            logger.experiment.add_histogram_raw(
+                tag, min=float(lower[0]), max=float(upper[-1]), num=int(bucket.sum()), sum=float(bucket @ middle),
+                sum_squares=float(bucket @ middle**2), bucket_limits=upper, bucket_counts=bucket, global_step=step,
+            )  # fmt: skip

@@ -1,0 +1,239 @@
+r"""Log RAdam's rectification (rho_t, r_t) and the variance of the adaptive learning rate it controls."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_radam.callbacks._common import (
+    _check_every_n_steps,
+    _compile_pattern,
+    _log_scalars,
+    _logged_step,
+    _optimizer_index,
+    _optimizer_prefix,
+    _parameter_names,
+    _tensorboard_loggers,
+)
+from lightning_radam.callbacks.layout import monitoring_layout
+from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
+
+__all__ = ["RectificationMonitor"]
+
+
+def _is_radam(optimizer: torch.optim.Optimizer) -> bool:
+    return callable(getattr(optimizer, "rectification_stats", None))
+
+
+def _is_adam_like(optimizer: torch.optim.Optimizer) -> bool:
+    """Adam, AdamW and other optimizers with ``betas`` and ``eps`` whose state holds ``step`` and ``exp_avg_sq``."""
+    return all("betas" in group and "eps" in group for group in optimizer.param_groups)
+
+
+def _group_step(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> int:
+    """The most advanced step count in the group's state (0 before its first step).
+
+    CPU step tensors (torch's default) are read without synchronisation; device-resident ones
+    (``fused``/``capturable`` optimizers) synchronise once, and this is only called on logging steps.
+    """
+    steps = [optimizer.state[p]["step"] for p in group["params"] if "step" in optimizer.state.get(p, ())]
+    if not steps:
+        return 0
+    tensors = [s.reshape(()) for s in steps if torch.is_tensor(s)]
+    numbers = [float(s) for s in steps if not torch.is_tensor(s)]
+    if tensors:
+        numbers.append(float(torch.stack([t.to(tensors[0].device) for t in tensors]).max()))
+    return int(max(numbers))
+
+
+@dataclass
+class _Pending:
+    optimizer: torch.optim.Optimizer
+    steps_before: list[int]
+
+
+class RectificationMonitor(Callback):
+    r"""Log RAdam's ``rho_t``, ``r_t`` and the variance of the adaptive learning rate, per parameter group.
+
+    On each logging step, for every parameter group of every optimizer: the step count ``t`` read
+    from the optimizer's own state (a step that a GradScaler skips advances
+    ``trainer.global_step`` but not ``t``, and is logged as ``skipped``), the length of the
+    approximated simple moving average ``rho_t``, the rectification term ``r_t``, whether the
+    step was rectified, and the theoretical variance of the adaptive learning rate at ``rho_t``
+    (exact and first-order, per unit :math:`\sigma^2`) next to that of the rectified rate,
+    :math:`r_t^2\,\mathrm{Var}[l](\rho_t)`: on a log scale the first falls by orders of magnitude
+    over the first steps while the second stays flat. All the maths is
+    :mod:`lightning_radam.rectification`.
+
+    With :class:`lightning_radam.RAdam` the values come from ``optimizer.rectification_stats()``
+    and the groups' ``threshold``. With ``torch.optim.Adam``/``AdamW`` (any optimizer with
+    ``betas`` whose state holds ``step`` and ``exp_avg_sq``) it reports what RAdam would have
+    applied at the same step, with ``threshold``: a diagnosis of an existing Adam run.
+
+    For the parameters whose names match ``layers`` it also logs an empirical statistic of the
+    actual adaptive learning rate :math:`l = \sqrt{1-\beta_2^t}/(\sqrt{v_t}+\epsilon)` (RAdam's form),
+    computed on the parameters' device after the step: the mean and standard deviation of
+    :math:`\log_{10} l` across the parameter's elements, and the mean of :math:`\log_{10}(r_t l)`,
+    the rate a rectified step applies (multiplying by :math:`r_t` shifts the log, so the spread is
+    the same before and after rectification).
+
+    Logged names (``{opt}`` is empty with one optimizer and ``optimizer{i}/`` with several;
+    ``{g}`` is the parameter group's index):
+
+    - ``radam/{opt}group{g}/skipped``: 1.0 if the group's step count did not advance in this
+      optimizer step (GradScaler skipped it, or no parameter had a gradient), else 0.0. On a
+      skipped step nothing else is logged for the group, so no step ``t`` appears twice.
+    - ``radam/{opt}group{g}/step``: the step count ``t`` of the group's most advanced parameter.
+    - ``radam/{opt}group{g}/rho_t``, ``radam/{opt}group{g}/r_t`` (0 where ``rho_t <= 4``),
+      ``radam/{opt}group{g}/rectified`` (1.0 if ``rho_t > threshold``).
+    - ``radam/{opt}group{g}/var_adaptive_lr``, ``radam/{opt}group{g}/var_adaptive_lr_first_order``,
+      ``radam/{opt}group{g}/var_rectified_lr``: only where ``rho_t > 4`` (the variance is infinite below).
+    - ``radam/layer/{name}/adaptive_lr_log10_mean``, ``radam/layer/{name}/adaptive_lr_log10_std``
+      and, on rectified steps, ``radam/layer/{name}/rectified_lr_log10_mean``: for parameters
+      matching ``layers``.
+
+    The step of every point is ``trainer.fit_loop.epoch_loop._batches_that_stepped``, the step
+    ``self.log`` uses. Scalars go to every logger in ``trainer.loggers``, from rank zero; with a
+    ``TensorBoardLogger`` the custom-scalars layout :func:`~lightning_radam.callbacks.monitoring_layout`
+    is written once at fit start. Nothing synchronises on steps that are not logged.
+
+    Args:
+        every_n_steps: log on optimizer steps whose index is a multiple of this, starting at
+            step 0 (default: 1).
+        layers: regular expression searched in parameter names (``re.search``) selecting the
+            parameters whose empirical adaptive learning rate is logged; ``None`` for none (default: None).
+        threshold: ``rho_t`` above which RAdam rectifies, used for optimizers other than
+            :class:`~lightning_radam.RAdam` (which carry their own), >= 4 (default: 5.0, as torch).
+        write_layout: write the custom-scalars layout to TensorBoard at fit start (default: True).
+
+    Raises:
+        ValueError: if ``every_n_steps`` < 1, ``threshold`` < 4 or not finite, or ``layers`` is not
+            a valid regular expression.
+        TypeError: if an argument has the wrong type.
+        MisconfigurationException: at fit start, if the Trainer has no logger.
+
+    Example::
+
+        from lightning import Trainer
+        from lightning_radam.callbacks import RectificationMonitor
+
+        trainer = Trainer(callbacks=[RectificationMonitor(layers=r"\.weight$")])
+    """
+
+    def __init__(self, every_n_steps: int = 1, layers: Optional[str] = None, threshold: float = 5.0, write_layout: bool = True) -> None:
+        self.every_n_steps = _check_every_n_steps(every_n_steps)
+        self.layers = _compile_pattern(layers, "layers")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise TypeError(f"Invalid threshold: expected a float, got {threshold!r}")
+        if not 4.0 <= threshold < math.inf:
+            raise ValueError(f"Invalid threshold: {threshold} (expected 4 <= threshold < inf)")
+        self.threshold = float(threshold)
+        if not isinstance(write_layout, bool):
+            raise TypeError(f"Invalid write_layout: expected a bool, got {write_layout!r}")
+        self.write_layout = write_layout
+        self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step, survives resume
+        self._pending: dict[int, _Pending] = {}
+        self._names: dict[int, str] = {}
+        self._warned: set[int] = set()
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_logged": dict(self._last_logged)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_logged = {int(k): int(v) for k, v in state_dict.get("last_logged", {}).items()}
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.loggers:
+            raise MisconfigurationException("Cannot use RectificationMonitor with a Trainer that has no logger.")
+        self._names = _parameter_names(pl_module)
+        if self.write_layout and trainer.is_global_zero:
+            for logger in _tensorboard_loggers(trainer):
+                logger.experiment.add_custom_scalars(monitoring_layout())
+
+    @override
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        if not trainer.is_global_zero:
+            return
+        step = _logged_step(trainer)
+        index = _optimizer_index(trainer, optimizer)
+        if step % self.every_n_steps or step <= self._last_logged.get(index, -1) or index in self._pending:
+            return  # a second step of the same optimizer in one batch (manual optimization) keeps the first count
+        if not (_is_radam(optimizer) or _is_adam_like(optimizer)):
+            if index not in self._warned:
+                self._warned.add(index)
+                rank_zero_warn(f"RectificationMonitor: optimizer {index} ({type(optimizer).__name__}) has no betas/second moment; it is not monitored.")
+            return
+        self._pending[index] = _Pending(optimizer, [_group_step(optimizer, group) for group in optimizer.param_groups])
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self._pending:
+            return
+        step = _logged_step(trainer)
+        pending, self._pending = self._pending, {}
+        metrics: dict[str, float] = {}
+        layer_stats: list[Tensor] = []
+        layer_rows: list[tuple[str, float]] = []
+        for index, item in pending.items():
+            self._last_logged[index] = step
+            optimizer = item.optimizer
+            stats = optimizer.rectification_stats() if _is_radam(optimizer) else None
+            for g, group in enumerate(optimizer.param_groups):
+                key = f"radam/{_optimizer_prefix(trainer, index)}group{g}/"
+                t = _group_step(optimizer, group)
+                skipped = t <= item.steps_before[g]
+                metrics[key + "skipped"] = float(skipped)
+                if skipped:
+                    continue
+                beta2 = group["betas"][1]
+                threshold = group.get("threshold", self.threshold) if stats is not None else self.threshold
+                if stats is not None and stats[g] is not None and stats[g].step == t:
+                    rho, r, rectified = stats[g].rho_t, stats[g].r_t, stats[g].rectified
+                else:
+                    rho, r = rho_t(t, beta2), r_t(t, beta2)
+                    rectified = rho > threshold
+                metrics.update({key + "step": float(t), key + "rho_t": rho, key + "r_t": r, key + "rectified": float(rectified)})
+                if rho > 4.0:
+                    variance = variance_adaptive_lr(rho)
+                    metrics[key + "var_adaptive_lr"] = variance
+                    metrics[key + "var_adaptive_lr_first_order"] = variance_adaptive_lr_first_order(rho)
+                    metrics[key + "var_rectified_lr"] = r * r * variance
+                if self.layers is not None:
+                    self._layer_statistics(optimizer, group, threshold, layer_stats, layer_rows)
+        if layer_stats:
+            values = torch.stack(layer_stats).cpu().tolist()  # one transfer: (std, mean) of log10 l per layer
+            for (name, log10_r), (std, mean) in zip(layer_rows, values):
+                metrics[f"radam/layer/{name}/adaptive_lr_log10_mean"] = mean
+                metrics[f"radam/layer/{name}/adaptive_lr_log10_std"] = std
+                if log10_r is not None:
+                    metrics[f"radam/layer/{name}/rectified_lr_log10_mean"] = mean + log10_r
+        _log_scalars(trainer, metrics, step)
+
+    @torch.no_grad()
+    def _layer_statistics(self, optimizer: torch.optim.Optimizer, group: dict[str, Any], threshold: float, out: list, rows: list) -> None:
+        beta2, eps = group["betas"][1], group["eps"]
+        for p in group["params"]:
+            name = self._names.get(id(p))
+            state = optimizer.state.get(p, {})
+            if name is None or not self.layers.search(name) or "exp_avg_sq" not in state or "step" not in state:
+                continue
+            t = int(float(state["step"]))  # this parameter's own count (it may lag behind the group's)
+            if t < 1:
+                continue
+            # sqrt(1 - beta2^t) / (sqrt(v_t) + eps), in float32 at least, on the parameter's device
+            log10_lr = state["exp_avg_sq"].float().sqrt().add_(eps).reciprocal_().mul_(math.sqrt(1.0 - beta2**t)).log10_()
+            out.append(torch.stack(torch.std_mean(log10_lr, correction=0)))
+            rectified = rho_t(t, beta2) > threshold
+            rows.append((name, math.log10(r_t(t, beta2)) if rectified else None))

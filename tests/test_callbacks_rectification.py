@@ -1,0 +1,125 @@
+"""RectificationMonitor against lightning_radam.rectification, through a real Trainer and TensorBoard event files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from callbacks_helpers import DigitsModel, make_trainer, read_events, scalar_series
+from lightning.pytorch.plugins.precision import MixedPrecision
+
+from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
+from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
+
+BETA2S = (0.98, 0.999)  # one per parameter group
+
+
+def two_groups(make):
+    def build(params):
+        params = list(params)
+        return make([{"params": params[:2], "betas": (0.9, BETA2S[0])}, {"params": params[2:], "betas": (0.9, BETA2S[1])}])
+
+    return build
+
+
+def assert_matches_math(events, key: str, beta2: float, threshold: float, steps: list[int]) -> None:
+    """Every logged point equals the float64 maths at the optimizer's step count t = logged step + 1."""
+    logged, t = scalar_series(events, f"radam/{key}/step")
+    assert logged == steps
+    np.testing.assert_array_equal(t, np.array(steps) + 1)
+    expected_rho = np.array([rho_t(int(s), beta2) for s in t])
+    for name, expected in [
+        ("rho_t", expected_rho),
+        ("r_t", np.array([r_t(int(s), beta2) for s in t])),
+        ("rectified", (expected_rho > threshold).astype(np.float64)),
+        ("skipped", np.zeros(len(steps))),
+    ]:
+        logged, values = scalar_series(events, f"radam/{key}/{name}")
+        assert logged == steps, name
+        np.testing.assert_allclose(values, expected, rtol=1e-6, atol=0, err_msg=name)
+    defined = [s for s, rho in zip(steps, expected_rho) if rho > 4.0]
+    rho_defined = expected_rho[expected_rho > 4.0]
+    for name, expected in [
+        ("var_adaptive_lr", variance_adaptive_lr(rho_defined)),
+        ("var_adaptive_lr_first_order", variance_adaptive_lr_first_order(rho_defined)),
+        ("var_rectified_lr", np.array([r_t(s + 1, beta2) ** 2 for s in defined]) * variance_adaptive_lr(rho_defined)),
+    ]:
+        logged, values = scalar_series(events, f"radam/{key}/{name}")
+        assert logged == defined, name
+        np.testing.assert_allclose(values, expected, rtol=1e-6, atol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("threshold", [4.0, 5.0])
+def test_rectification_monitor_radam_matches_math(tmp_path, threshold):
+    model = DigitsModel(two_groups(lambda groups: RAdam(groups, lr=1e-2, threshold=threshold)))
+    trainer = make_trainer(tmp_path, [RectificationMonitor()], max_steps=8)
+    trainer.fit(model)
+    events = read_events(trainer.logger.log_dir)
+    for g, beta2 in enumerate(BETA2S):
+        assert_matches_math(events, f"group{g}", beta2, threshold, list(range(8)))
+    # the monitor reads what RAdam did: rectified from step 5 (threshold 4) or 6 (threshold 5)
+    _, rectified = scalar_series(events, "radam/group0/rectified")
+    assert rectified.tolist() == [0.0] * (4 if threshold == 4.0 else 5) + [1.0] * (4 if threshold == 4.0 else 3)
+
+
+@pytest.mark.parametrize(
+    "make, threshold",
+    [
+        (lambda groups: torch.optim.Adam(groups, lr=1e-3), 5.0),
+        (lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1), 4.0),
+    ],
+    ids=["Adam-threshold5", "AdamW-threshold4"],
+)
+def test_rectification_monitor_diagnoses_adam(tmp_path, make, threshold):
+    trainer = make_trainer(tmp_path, [RectificationMonitor(threshold=threshold)], max_steps=7)
+    trainer.fit(DigitsModel(two_groups(make)))
+    events = read_events(trainer.logger.log_dir)
+    for g, beta2 in enumerate(BETA2S):
+        assert_matches_math(events, f"group{g}", beta2, threshold, list(range(7)))
+
+
+def test_rectification_monitor_reports_skipped_step(tmp_path):
+    """A step the GradScaler skips for non-finite gradients advances the Trainer, not the optimizer."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    model = DigitsModel(inf_at_step=2)
+    callbacks = [RectificationMonitor(), GradientHistogramMonitor()]
+    trainer = make_trainer(tmp_path, callbacks, max_steps=6, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    trainer.fit(model)
+    events = read_events(trainer.logger.log_dir)
+    steps, skipped = scalar_series(events, "radam/group0/skipped")
+    assert steps == [0, 1, 2, 3, 4, 5]
+    assert skipped.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    for name in ("step", "rho_t", "r_t", "rectified"):
+        assert scalar_series(events, f"radam/group0/{name}")[0] == [0, 1, 3, 4, 5], name  # no point for the skipped step
+    assert scalar_series(events, "radam/group0/step")[1].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert model.optimizers().optimizer.rectification_stats()[0].step == 5
+    steps, nonfinite = scalar_series(events, "grad/nonfinite")
+    assert steps == [0, 1, 2, 3, 4, 5] and nonfinite[2] > 0 and nonfinite[[0, 1, 3, 4, 5]].sum() == 0
+
+
+def test_rectification_monitor_layer_statistics(tmp_path):
+    trainer = make_trainer(tmp_path, [RectificationMonitor(layers=r"\.weight$")], max_steps=7)
+    model = DigitsModel(lambda params: RAdam(params, lr=1e-2, betas=(0.9, 0.98), eps=1e-6))
+    trainer.fit(model)
+    events = read_events(trainer.logger.log_dir)
+    layer_tags = sorted(tag for tag in events.Tags()["scalars"] if tag.startswith("radam/layer/"))
+    assert layer_tags == sorted(
+        f"radam/layer/{name}/{stat}" for name in ("hidden.weight", "out.weight")
+        for stat in ("adaptive_lr_log10_mean", "adaptive_lr_log10_std", "rectified_lr_log10_mean")
+    )  # fmt: skip
+    optimizer = model.optimizers().optimizer
+    for name, p in [("hidden.weight", model.hidden.weight), ("out.weight", model.out.weight)]:
+        state = optimizer.state[p]
+        t = int(state["step"])
+        lr = math.sqrt(1 - 0.98**t) / (state["exp_avg_sq"].double().sqrt() + 1e-6)
+        log10_lr = lr.log10()
+        steps, mean = scalar_series(events, f"radam/layer/{name}/adaptive_lr_log10_mean")
+        assert steps == list(range(7))
+        np.testing.assert_allclose(mean[-1], log10_lr.mean().item(), rtol=1e-5)
+        np.testing.assert_allclose(scalar_series(events, f"radam/layer/{name}/adaptive_lr_log10_std")[1][-1], log10_lr.std(correction=0).item(), rtol=1e-4)
+        steps, rectified = scalar_series(events, f"radam/layer/{name}/rectified_lr_log10_mean")
+        assert steps == [5, 6]  # t = 6, 7: rectified with threshold 5
+        np.testing.assert_allclose(rectified[-1], log10_lr.mean().item() + math.log10(r_t(t, 0.98)), rtol=1e-5)
