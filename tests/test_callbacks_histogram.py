@@ -1,0 +1,111 @@
+"""GradientHistogramMonitor: exact bucket counts against numpy, through a real Trainer and TensorBoard event files."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from callbacks_helpers import DigitsModel, make_trainer, read_events, scalar_series
+from torch.utils.data import DataLoader
+
+from lightning_radam.callbacks import GradientHistogramMonitor
+
+
+def known_gradients(finite_only: bool = False, max_log10: float = 38.0) -> dict[str, torch.Tensor]:
+    """Magnitudes over float32's whole range (subnormals included), bucket edges, zeros, both signs."""
+    rng = np.random.default_rng(0)
+    w = 10.0 ** rng.uniform(-44.0, max_log10, 3000) * rng.choice([-1.0, 1.0], 3000)
+    edges = [0.5, 1.25, -1.5, 1.75, 2.0, 2.0**-126, 2.0**-149, 3 * 2.0**-140, 1.0 - 2.0**-24, 10.0**max_log10]
+    w = np.concatenate([w, edges, np.zeros(40)])
+    b = np.concatenate([rng.normal(0.0, 1e-3, 200), np.zeros(7), [] if finite_only else [np.inf, -np.inf, np.nan]])
+    return {"w": torch.tensor(w, dtype=torch.float64), "b": torch.tensor(b, dtype=torch.float64)}
+
+
+class KnownGradientModel(L.LightningModule):
+    """loss = sum_i (p_i * g_i) for fixed g: every parameter's gradient is exactly g, at every step."""
+
+    def __init__(self, gradients: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.gradients = {name: g.to(dtype) for name, g in gradients.items()}
+        for name, g in self.gradients.items():
+            self.register_parameter(name, torch.nn.Parameter(torch.zeros_like(g)))
+
+    def training_step(self, batch, batch_idx):
+        return sum((getattr(self, name) * g).sum() for name, g in self.gradients.items())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def train_dataloader(self):
+        return DataLoader(torch.zeros(16, 1), batch_size=1)
+
+
+def binned_values(tensor: torch.Tensor) -> np.ndarray:
+    """The values the monitor bins: float32 and bfloat16 as they are, other dtypes through float32."""
+    return tensor.float().double().numpy()
+
+
+def assert_histogram_equals_numpy(events, tag: str, values: np.ndarray, steps: list[int]) -> None:
+    histograms = events.Histograms(tag)
+    assert [h.step for h in histograms] == steps
+    magnitudes = np.abs(values[(values != 0) & np.isfinite(values)])
+    for h in histograms:
+        value = h.histogram_value
+        edges = np.array([value.min, *value.bucket_limit])
+        expected, _ = np.histogram(np.log10(magnitudes), bins=edges)
+        np.testing.assert_array_equal(np.array(value.bucket), expected)
+        assert value.num == magnitudes.size == sum(value.bucket)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_histogram_monitor_counts_equal_numpy(tmp_path, dtype):
+    gradients = known_gradients()
+    model = KnownGradientModel(gradients, dtype)
+    trainer = make_trainer(tmp_path, [GradientHistogramMonitor(layers=r"^w$")], max_steps=2)
+    trainer.fit(model)
+    events = read_events(trainer.logger.log_dir)
+    w, b = binned_values(model.gradients["w"]), binned_values(model.gradients["b"])
+    everything = np.concatenate([w, b])
+    assert_histogram_equals_numpy(events, "grad/layer/w/log10_abs", w, [0, 1])
+    assert_histogram_equals_numpy(events, "grad/log10_abs", everything, [0, 1])
+    assert "grad/layer/b/log10_abs" not in events.Tags()["histograms"]
+    assert scalar_series(events, "grad/zeros")[1].tolist() == [float((everything == 0).sum())] * 2
+    assert scalar_series(events, "grad/nonfinite")[1].tolist() == [float((~np.isfinite(everything)).sum())] * 2
+
+
+def test_histogram_monitor_interval_and_totals(tmp_path):
+    monitor = GradientHistogramMonitor(every_n_steps=2, layers=r"^hidden\.", layer_every_n_steps=4)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=9)
+    model = DigitsModel()
+    trainer.fit(model)
+    events = read_events(trainer.logger.log_dir)
+    numel = sum(p.numel() for p in model.parameters())
+    histograms = events.Histograms("grad/log10_abs")
+    assert [h.step for h in histograms] == [0, 2, 4, 6, 8]
+    steps, zeros = scalar_series(events, "grad/zeros")
+    assert steps == [0, 2, 4, 6, 8]
+    assert scalar_series(events, "grad/nonfinite")[1].tolist() == [0.0] * 5
+    # every element is counted once: in a bucket, or as an exact zero
+    assert [h.histogram_value.num + z for h, z in zip(histograms, zeros)] == [numel] * 5
+    for name in ("hidden.weight", "hidden.bias"):
+        assert [h.step for h in events.Histograms(f"grad/layer/{name}/log10_abs")] == [0, 4, 8]
+    assert not any(tag.startswith("grad/layer/out") for tag in events.Tags()["histograms"])
+
+
+def test_histogram_monitor_before_and_after_clipping(tmp_path):
+    gradients = known_gradients(finite_only=True, max_log10=3.0)
+    model = KnownGradientModel(gradients, torch.float32)
+    monitors = [GradientHistogramMonitor(layers="w"), GradientHistogramMonitor(layers="w", when="after_clip", prefix="grad_clipped")]
+    trainer = make_trainer(tmp_path, monitors, max_steps=2, gradient_clip_val=1.0)
+    trainer.fit(model)
+    events = read_events(trainer.logger.log_dir)
+    clipped = [torch.zeros_like(g, requires_grad=True) for g in model.gradients.values()]
+    for p, g in zip(clipped, model.gradients.values()):
+        p.grad = g.clone()
+    assert torch.nn.utils.clip_grad_norm_(clipped, 1.0) > 1.0  # the gradients are clipped, as Lightning clips them
+    clipped = [p.grad for p in clipped]
+    w = binned_values(model.gradients["w"])
+    assert_histogram_equals_numpy(events, "grad/layer/w/log10_abs", w, [0, 1])
+    assert_histogram_equals_numpy(events, "grad_clipped/layer/w/log10_abs", clipped[0].double().numpy(), [0, 1])
+    assert_histogram_equals_numpy(events, "grad_clipped/log10_abs", torch.cat(clipped).double().numpy(), [0, 1])
