@@ -7,7 +7,10 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from typing_extensions import override
 
 
 def _check_every_n_steps(every_n_steps: Any, name: str = "every_n_steps") -> int:
@@ -58,3 +61,39 @@ def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> N
     if metrics:
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
+
+
+class _StepMonitor(Callback):
+    """What both monitors share: the logging interval, the last logged step per optimizer, the logger check.
+
+    ``_last_logged`` is the callback's checkpointed state: a resumed run logs neither a step twice nor skips one.
+    """
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every_n_steps = _check_every_n_steps(every_n_steps)
+        self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step
+        self._names: dict[int, str] = {}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_logged": dict(self._last_logged)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_logged = {int(k): int(v) for k, v in state_dict.get("last_logged", {}).items()}
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.loggers:
+            raise MisconfigurationException(f"Cannot use {type(self).__name__} with a Trainer that has no logger.")
+        self._names = _parameter_names(pl_module)
+
+    def _logging_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> Optional[tuple[int, int]]:
+        """``(step, optimizer index)`` if this optimizer step is logged here, else ``None``; host-side only."""
+        if not trainer.is_global_zero:
+            return None
+        step = _logged_step(trainer)
+        index = _optimizer_index(trainer, optimizer)
+        if step % self.every_n_steps or step <= self._last_logged.get(index, -1):
+            return None
+        return step, index

@@ -17,20 +17,17 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
 from lightning_radam.callbacks._common import (
+    _StepMonitor,
     _check_every_n_steps,
     _compile_pattern,
     _log_scalars,
     _logged_step,
-    _optimizer_index,
     _optimizer_prefix,
-    _parameter_names,
     _tensorboard_loggers,
 )
 
@@ -106,7 +103,7 @@ class _Pending:
     log10_scale: float = 0.0
 
 
-class GradientHistogramMonitor(Callback):
+class GradientHistogramMonitor(_StepMonitor):
     r"""Write histograms of :math:`\log_{10}|g|` of the gradients to TensorBoard, every optimizer step by default.
 
     This is the figure of Liu et al. (2020, Fig. 2): stacked per step (TensorBoard's histogram
@@ -174,7 +171,7 @@ class GradientHistogramMonitor(Callback):
         when: str = "before_clip",
         prefix: str = "grad",
     ) -> None:
-        self.every_n_steps = _check_every_n_steps(every_n_steps)
+        super().__init__(every_n_steps)
         self.layers = _compile_pattern(layers, "layers")
         if layer_every_n_steps is not None:
             _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
@@ -189,10 +186,8 @@ class GradientHistogramMonitor(Callback):
         if not prefix:
             raise ValueError(f"Invalid prefix: {prefix!r} (expected a non-empty str)")
         self.prefix = prefix
-        self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step, survives resume
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
-        self._names: dict[int, str] = {}
         self._write_histograms = True
 
     @property
@@ -201,18 +196,8 @@ class GradientHistogramMonitor(Callback):
         return self._generate_state_key(prefix=self.prefix, when=self.when)
 
     @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_logged": dict(self._last_logged)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_logged = {int(k): int(v) for k, v in state_dict.get("last_logged", {}).items()}
-
-    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.loggers:
-            raise MisconfigurationException("Cannot use GradientHistogramMonitor with a Trainer that has no logger.")
-        self._names = _parameter_names(pl_module)
+        super().on_fit_start(trainer, pl_module)
         self._write_histograms = bool(_tensorboard_loggers(trainer))
         if not self._write_histograms:
             rank_zero_warn(
@@ -222,12 +207,10 @@ class GradientHistogramMonitor(Callback):
 
     @override
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if not trainer.is_global_zero:
+        logging = self._logging_step(trainer, optimizer)  # decided on the host before any device work
+        if logging is None:
             return
-        step = _logged_step(trainer)  # decided on the host before any device work
-        index = _optimizer_index(trainer, optimizer)
-        if step % self.every_n_steps or step <= self._last_logged.get(index, -1):
-            return
+        step, index = logging
         with_layers = self._write_histograms and self.layers is not None and step % self.layer_every_n_steps == 0
         if self.when == "before_clip":
             self._pending[index] = self._collect(trainer, optimizer, index, with_layers)

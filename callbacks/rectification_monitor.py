@@ -8,20 +8,16 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
 from lightning_radam.callbacks._common import (
-    _check_every_n_steps,
+    _StepMonitor,
     _compile_pattern,
     _log_scalars,
     _logged_step,
-    _optimizer_index,
     _optimizer_prefix,
-    _parameter_names,
     _tensorboard_loggers,
 )
 from lightning_radam.callbacks.layout import monitoring_layout
@@ -61,7 +57,7 @@ class _Pending:
     steps_before: list[int]
 
 
-class RectificationMonitor(Callback):
+class RectificationMonitor(_StepMonitor):
     r"""Log RAdam's ``rho_t``, ``r_t`` and the variance of the adaptive learning rate, per parameter group.
 
     On each logging step, for every parameter group of every optimizer: the step count ``t`` read
@@ -130,7 +126,7 @@ class RectificationMonitor(Callback):
     """
 
     def __init__(self, every_n_steps: int = 1, layers: Optional[str] = None, threshold: float = 5.0, write_layout: bool = True) -> None:
-        self.every_n_steps = _check_every_n_steps(every_n_steps)
+        super().__init__(every_n_steps)
         self.layers = _compile_pattern(layers, "layers")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise TypeError(f"Invalid threshold: expected a float, got {threshold!r}")
@@ -140,36 +136,22 @@ class RectificationMonitor(Callback):
         if not isinstance(write_layout, bool):
             raise TypeError(f"Invalid write_layout: expected a bool, got {write_layout!r}")
         self.write_layout = write_layout
-        self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step, survives resume
         self._pending: dict[int, _Pending] = {}
-        self._names: dict[int, str] = {}
         self._warned: set[int] = set()
 
     @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_logged": dict(self._last_logged)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_logged = {int(k): int(v) for k, v in state_dict.get("last_logged", {}).items()}
-
-    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.loggers:
-            raise MisconfigurationException("Cannot use RectificationMonitor with a Trainer that has no logger.")
-        self._names = _parameter_names(pl_module)
+        super().on_fit_start(trainer, pl_module)
         if self.write_layout and trainer.is_global_zero:
             for logger in _tensorboard_loggers(trainer):
                 logger.experiment.add_custom_scalars(monitoring_layout())
 
     @override
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if not trainer.is_global_zero:
-            return
-        step = _logged_step(trainer)
-        index = _optimizer_index(trainer, optimizer)
-        if step % self.every_n_steps or step <= self._last_logged.get(index, -1) or index in self._pending:
+        logging = self._logging_step(trainer, optimizer)
+        if logging is None or logging[1] in self._pending:
             return  # a second step of the same optimizer in one batch (manual optimization) keeps the first count
+        index = logging[1]
         if not (_is_radam(optimizer) or _is_adam_like(optimizer)):
             if index not in self._warned:
                 self._warned.add(index)

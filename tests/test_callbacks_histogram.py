@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 from callbacks_helpers import DigitsModel, make_trainer, read_events, scalar_series
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 
+from lightning_radam import RAdam
 from lightning_radam.callbacks import GradientHistogramMonitor
 
 
@@ -109,3 +111,19 @@ def test_histogram_monitor_before_and_after_clipping(tmp_path):
     assert_histogram_equals_numpy(events, "grad/layer/w/log10_abs", w, [0, 1])
     assert_histogram_equals_numpy(events, "grad_clipped/layer/w/log10_abs", clipped[0].double().numpy(), [0, 1])
     assert_histogram_equals_numpy(events, "grad_clipped/log10_abs", torch.cat(clipped).double().numpy(), [0, 1])
+
+
+def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_step(tmp_path):
+    """Lightning leaves the gradients scaled for optimizers that unscale inside step(); the histograms must not move."""
+    histograms = []
+    for unscale_in_step in (False, True):
+        L.seed_everything(0)
+        model = DigitsModel(lambda params: RAdam(params, lr=1e-2, unscale_in_step=unscale_in_step))
+        plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
+        trainer = make_trainer(tmp_path / str(unscale_in_step), [GradientHistogramMonitor()], max_steps=2, plugins=[plugin])
+        trainer.fit(model)
+        histograms.append([h.histogram_value for h in read_events(trainer.logger.log_dir).Histograms("grad/log10_abs")])
+    assert len(histograms[0]) == len(histograms[1]) == 2
+    for unscaled, scaled in zip(*histograms):
+        assert scaled.bucket == unscaled.bucket
+        np.testing.assert_allclose(scaled.bucket_limit, unscaled.bucket_limit, rtol=0, atol=1e-12)
