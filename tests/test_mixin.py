@@ -3,40 +3,15 @@
 import lightning as L
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from helpers import Classifier as DigitsLike
+from helpers import loader, trainer
 
-from lightning_radam import RAdam, RAdamMixin
-
-
-class DigitsLike(RAdamMixin, L.LightningModule):
-    def __init__(self, **hparams):
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.BatchNorm1d(32), nn.Linear(32, 4, bias=False))
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.cross_entropy(self.net(x), y)
-        self.log("loss", loss)
-        return loss
-
-
-def loader(n=256, batch_size=32):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 16, generator=g)
-    y = (x[:, :4].argmax(1)).long()
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
-
-
-def trainer(tmp_path, **kwargs):
-    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, max_steps=12)
-    return L.Trainer(**{**defaults, **kwargs})
+from lightning_radam import RAdam
 
 
 def test_mixin_fits_with_radam_built_from_hparams(tmp_path):
     model = DigitsLike(lr=3e-3, betas=[0.9, 0.98], weight_decay=0.05, threshold=4.0, decoupled_weight_decay=True)
-    t = trainer(tmp_path)
+    t = trainer(tmp_path, max_steps=12)
     t.fit(model, loader())
     optimizer = t.optimizers[0]
     assert type(optimizer) is RAdam and t.global_step == 12
@@ -108,7 +83,7 @@ def test_mixin_checkpoint_resumes_exactly(tmp_path):
     L.seed_everything(0)
     full = DigitsLike(lr=5e-3, lr_schedule="cosine")
     every_4 = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, filename="{step}")
-    trainer(tmp_path, max_steps=10, callbacks=[every_4]).fit(full, loader(n=128))  # 4 steps an epoch
+    trainer(tmp_path, max_steps=10, callbacks=[every_4], enable_checkpointing=True).fit(full, loader(n=128))  # 4 steps an epoch
 
     resumed = DigitsLike(lr=5e-3, lr_schedule="cosine")
     t = trainer(tmp_path / "resumed", max_steps=10)

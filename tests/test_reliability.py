@@ -8,10 +8,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import Classifier, loader, trainer
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_radam import RAdam, RAdamMixin
+from lightning_radam import RAdam
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,30 +33,6 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     steps = {s["step"].item() for s in two["optimizer"]["state"].values()}
     assert steps == {12.0}
     assert len(list((tmp_path / "two" / "tb").rglob("events.out.tfevents.*"))) == 1  # only rank zero writes
-
-
-class Classifier(RAdamMixin, L.LightningModule):
-    def __init__(self, **hparams):
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 4))
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.cross_entropy(self.net(x), y)
-        self.log("loss", loss)
-        return loss
-
-
-def loader(n=256, batch_size=16):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 16, generator=g)
-    return DataLoader(TensorDataset(x, x[:, :4].argmax(1)), batch_size=batch_size)
-
-
-def trainer(tmp_path, **kwargs):
-    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-    return L.Trainer(**{**defaults, **kwargs})
 
 
 @pytest.mark.parametrize("accumulate,clip", [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
