@@ -1,4 +1,4 @@
-"""Train a small float64 model with RAdam, on 1 process or 2 (DDP, gloo, CPU); save the parameters.
+"""Train a small float64 model with RAdam and both monitors, on 1 process or 2 (DDP, gloo, CPU); save the parameters.
 
 Run by tests/test_reliability.py as a separate program, because Lightning's ``ddp`` strategy
 re-launches the running script for each extra rank. With ``--devices 2`` each rank sees half of
@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_radam import RAdamMixin
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 
 class Regressor(RAdamMixin, L.LightningModule):
@@ -55,7 +56,7 @@ def main():
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=logger,
         log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        use_distributed_sampler=False,
+        use_distributed_sampler=False, callbacks=[RectificationMonitor(), GradientHistogramMonitor(layers=r"weight")],
     )  # fmt: skip
     trainer.fit(model, loader)
     state = trainer.optimizers[0].state_dict()

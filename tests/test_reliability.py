@@ -9,9 +9,12 @@ import lightning as L
 import pytest
 import torch
 from helpers import Classifier, loader, trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,7 +35,28 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         assert ((p2 - p1).abs().max() / p1.abs().max()).item() < 1e-12  # float64: all-reduce order is the only difference
     steps = {s["step"].item() for s in two["optimizer"]["state"].values()}
     assert steps == {12.0}
-    assert len(list((tmp_path / "two" / "tb").rglob("events.out.tfevents.*"))) == 1  # only rank zero writes
+    (two_events,) = (tmp_path / "two" / "tb").rglob("events.out.tfevents.*")  # only rank zero writes
+    (one_events,) = (tmp_path / "one" / "tb").rglob("events.out.tfevents.*")
+    two_log, one_log = read_events(two_events), read_events(one_events)
+    assert two_log["scalars"].keys() == one_log["scalars"].keys() and two_log["histograms"].keys() == one_log["histograms"].keys()
+    assert [s for s, _ in two_log["scalars"]["radam/group0/rho_t"]] == list(range(12))  # once per step, no duplicates
+    for tag, points in one_log["scalars"].items():
+        if tag.startswith("radam/") and "layer" not in tag:  # rho_t, r_t, variances: once per step, equal
+            assert [s for s, _ in two_log["scalars"][tag]] == [s for s, _ in points], tag
+            assert [v for _, v in two_log["scalars"][tag]] == pytest.approx([v for _, v in points], rel=1e-6), tag
+    assert one_log["histograms"]
+    for tag, histograms in one_log["histograms"].items():  # the histograms of the all-reduced gradients
+        assert two_log["histograms"][tag] == histograms, tag
+
+
+def read_events(path):
+    accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "histograms": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    return {
+        "scalars": {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags["scalars"]},
+        "histograms": {tag: [(e.step, list(e.histogram_value.bucket)) for e in accumulator.Histograms(tag)] for tag in tags["histograms"]},
+    }
 
 
 @pytest.mark.parametrize("accumulate,clip", [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
@@ -121,14 +145,29 @@ class ResumableLoader:
         self.position = state["position"]
 
 
+def monitors():
+    return [RectificationMonitor(layers="weight"), GradientHistogramMonitor(layers="weight")]
+
+
 def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp_path):
     L.seed_everything(0)
     full = Classifier(lr=1e-2, lr_schedule="linear")
     every = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}")
-    trainer(tmp_path, max_steps=16, callbacks=[every], enable_checkpointing=True).fit(full, ResumableLoader())  # 8 steps an epoch
+    logger = TensorBoardLogger(tmp_path, name="full", version=0)
+    trainer(tmp_path, max_steps=16, callbacks=[every, *monitors()], enable_checkpointing=True, logger=logger, log_every_n_steps=1).fit(full, ResumableLoader())
+    (full_events,) = (tmp_path / "full").rglob("events.out.tfevents.*")
+    full_log = read_events(full_events)
     for resume_step in (3, 11):  # inside the unrectified phase (steps 1-5 skip), and after it, both mid-epoch
         resumed = Classifier(lr=1e-2, lr_schedule="linear")
-        t = trainer(tmp_path / f"resume{resume_step}", max_steps=16)
+        logger = TensorBoardLogger(tmp_path, name=f"resume{resume_step}", version=0)
+        t = trainer(tmp_path, max_steps=16, callbacks=monitors(), logger=logger, log_every_n_steps=1)
         t.fit(resumed, ResumableLoader(), ckpt_path=tmp_path / f"step={resume_step}.ckpt")
         assert t.global_step == 16
         assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters())), resume_step
+        (events,) = (tmp_path / f"resume{resume_step}").rglob("events.out.tfevents.*")
+        resumed_log = read_events(events)
+        for kind in ("scalars", "histograms"):  # the resumed run logs exactly the remaining steps, bitwise equal
+            assert resumed_log[kind].keys() == full_log[kind].keys()
+            for tag, points in full_log[kind].items():
+                if tag.startswith(("radam/", "grad")):
+                    assert resumed_log[kind][tag] == [point for point in points if point[0] >= resume_step], tag
