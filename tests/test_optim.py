@@ -261,7 +261,7 @@ def test_radam_state_dict_mid_warmup_reproduces_the_trajectory_exactly():
     assert resumed_optimizer.rectification_stats() == optimizer.rectification_stats()
 
 
-@pytest.mark.parametrize("first,second", [(RAdam, torch.optim.RAdam), (torch.optim.RAdam, RAdam)])
+@pytest.mark.parametrize("first,second", [(RAdam, torch.optim.RAdam), (torch.optim.RAdam, RAdam)], ids=["ours_to_torch", "torch_to_ours"])
 def test_radam_state_dict_migrates_to_and_from_torch(first, second):
     case = {"groups": True}
     params = make_params(case)
