@@ -51,7 +51,8 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
         tensor: a floating-point tensor of any shape.
 
     Returns:
-        An int64 tensor of shape ``(1024,)`` on ``tensor.device``. Nothing is synchronised.
+        An int64 tensor of shape ``(1024,)`` on ``tensor.device``. Nothing is synchronised (off the CPU
+        the counts are accumulated with ``index_add_``, as ``torch.bincount`` synchronises on CUDA).
 
     Example:
         >>> log2_bucket_counts(torch.tensor([1.0, 1.3, -1.6, 0.0]))[[0, 508, 509, 510]].tolist()
@@ -63,7 +64,18 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
         if tensor.dtype != torch.float32:
             tensor = tensor.float()
         ids = torch.bitwise_right_shift(tensor.view(torch.int32), 21).bitwise_and_(NUM_BUCKETS - 1)
-    return torch.bincount(ids.reshape(-1), minlength=NUM_BUCKETS)
+    return _count_ids(ids.reshape(-1))
+
+
+def _count_ids(ids: Tensor, sync_free: Optional[bool] = None) -> Tensor:
+    # torch.bincount is the fastest count on the CPU, but on CUDA it reads min() and max() back to the host
+    # (two synchronisations per call); index_add_ of ones counts on the device without synchronising.
+    if sync_free is None:
+        sync_free = ids.device.type != "cpu"
+    if not sync_free:
+        return torch.bincount(ids, minlength=NUM_BUCKETS)
+    ones = torch.ones((), dtype=torch.int64, device=ids.device).expand(ids.numel())
+    return torch.zeros(NUM_BUCKETS, dtype=torch.int64, device=ids.device).index_add_(0, ids.int(), ones)
 
 
 def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +101,15 @@ def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
 
 
 _LOG10_LOWER, _LOG10_UPPER = (np.log10(edges) for edges in bucket_edges())
+
+
+def _count_nonzero(tensor: Tensor, counts: Tensor) -> Tensor:
+    # Exact zeros all fall in bucket 0 (with the subnormals below 1.25 * 2^-126). On the CPU that count is
+    # read for free, and when it is 0 the full pass of count_nonzero is skipped; elsewhere reading it would
+    # synchronise with the device, so the count is always computed there.
+    if tensor.device.type == "cpu" and int(counts[0]) == 0:
+        return torch.tensor(tensor.numel())
+    return torch.count_nonzero(tensor)
 
 
 @dataclass
@@ -230,7 +251,7 @@ class GradientHistogramMonitor(_StepMonitor):
                 if p.grad is None:
                     continue
                 counts.append(log2_bucket_counts(p.grad))
-                nonzero.append(torch.count_nonzero(p.grad))
+                nonzero.append(_count_nonzero(p.grad, counts[-1]))
                 numel += p.grad.numel()
                 name = self._names.get(id(p))
                 if with_layers and name is not None and self.layers.search(name):

@@ -44,10 +44,10 @@ def _group_step(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> int:
     steps = [optimizer.state[p]["step"] for p in group["params"] if "step" in optimizer.state.get(p, ())]
     if not steps:
         return 0
-    tensors = [s.reshape(()) for s in steps if torch.is_tensor(s)]
-    numbers = [float(s) for s in steps if not torch.is_tensor(s)]
-    if tensors:
-        numbers.append(float(torch.stack([t.to(tensors[0].device) for t in tensors]).max()))
+    on_device = [s.reshape(()) for s in steps if torch.is_tensor(s) and s.device.type != "cpu"]
+    numbers = [float(s) for s in steps if not (torch.is_tensor(s) and s.device.type != "cpu")]
+    if on_device:
+        numbers.append(float(torch.stack([t.to(on_device[0].device) for t in on_device]).max()))
     return int(max(numbers))
 
 

@@ -11,7 +11,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor
+from lightning_radam.callbacks import GradientHistogramMonitor, gradient_histogram_monitor, log2_bucket_counts
 
 
 def known_gradients(finite_only: bool = False, max_log10: float = 38.0) -> dict[str, torch.Tensor]:
@@ -127,3 +127,14 @@ def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_
     for unscaled, scaled in zip(*histograms):
         assert scaled.bucket == unscaled.bucket
         np.testing.assert_allclose(scaled.bucket_limit, unscaled.bucket_limit, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_histogram_device_counting_equals_bincount(dtype):
+    """The synchronisation-free count used off the CPU gives bincount's counts (run here on the CPU)."""
+    values = known_gradients()["w"].to(dtype)
+    bits = values.view(torch.int16 if dtype == torch.bfloat16 else torch.int32)
+    ids = torch.bitwise_right_shift(bits, 5 if dtype == torch.bfloat16 else 21).bitwise_and_(1023)
+    on_device = gradient_histogram_monitor._count_ids(ids, sync_free=True)
+    assert torch.equal(on_device, gradient_histogram_monitor._count_ids(ids, sync_free=False))
+    assert torch.equal(on_device, log2_bucket_counts(values)) and on_device.sum() == values.numel()
