@@ -81,10 +81,11 @@ def test_rectification_monitor_diagnoses_adam(tmp_path, make, threshold):
         assert_matches_math(events, f"group{g}", beta2, threshold, list(range(7)))
 
 
-def test_rectification_monitor_reports_skipped_step(tmp_path):
+@pytest.mark.parametrize("unscale_in_step", [False, True], ids=["lightning-unscales", "optimizer-unscales"])
+def test_rectification_monitor_reports_skipped_step(tmp_path, unscale_in_step):
     """A step the GradScaler skips for non-finite gradients advances the Trainer, not the optimizer."""
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
-    model = DigitsModel(inf_at_step=2)
+    model = DigitsModel(lambda params: RAdam(params, lr=1e-2, betas=(0.9, 0.98), unscale_in_step=unscale_in_step), inf_at_step=2)
     callbacks = [RectificationMonitor(), GradientHistogramMonitor()]
     trainer = make_trainer(tmp_path, callbacks, max_steps=6, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
     trainer.fit(model)
