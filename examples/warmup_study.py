@@ -22,8 +22,13 @@ the final table gives the training loss (mean of the last 10% of steps) and the 
 stalled (final training loss within 0.25 nats of the unigram entropy of the text, i.e. the model
 learnt little beyond character frequencies). ``loss_curves.png`` shows every run.
 
-Default: 6 post-LN layers, d=64, 4 heads, batch 32 x 64 characters, b2 = 0.98, lr 5e-3,
-300 steps (three times 2 / (1 - b2)), seeds 0 1 2: Adam without warmup stalls in this regime.
+Default: 6 post-LN layers, d=64, 4 heads, batch 16 x 32 characters, b2 = 0.98, lr 5e-3,
+400 steps (four times 2 / (1 - b2)), seeds 0 1 2: Adam without warmup stalls in this regime,
+while Adam with warmup trains. Each run also logs the gradient histograms of
+:class:`~lightning_radam.callbacks.GradientHistogramMonitor` (``grad/log10_abs``, every
+``--histogram-every`` steps) and the ``radam/group0/*`` scalars of
+:class:`~lightning_radam.callbacks.RectificationMonitor` (``rho_t``, ``r_t``, the variance of the
+adaptive learning rate).
 
 Example:
     python examples/warmup_study.py --output-dir runs/warmup
@@ -54,6 +59,7 @@ import lightning as L  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from lightning_radam import Adam2k, RAdam, linear_warmup, untuned_exponential_warmup, untuned_linear_warmup  # noqa: E402
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor  # noqa: E402
 
 DEFAULT_METHODS = ("adam", "adam_warmup", "adam_untuned_warmup", "adam_2k", "adam_eps", "radam_sgd", "radam")
 STALL_MARGIN = 0.25  # nats above which a run counts as having learnt more than the unigram distribution
@@ -159,8 +165,8 @@ METHODS = ("adam", "adam_warmup", "adam_untuned_warmup", "adam_untuned_exp_warmu
 
 
 def callbacks(args: argparse.Namespace) -> list:
-    """Callbacks attached to every run (the gradient histograms go here)."""
-    return []
+    """Callbacks attached to every run: the paper's gradient histograms, and rho_t / r_t / Var[l] scalars."""
+    return [GradientHistogramMonitor(every_n_steps=args.histogram_every), RectificationMonitor(every_n_steps=args.log_every)]
 
 
 # ----------------------------------------------------------------------------------------------- study
@@ -191,24 +197,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS, metavar="METHOD", help=f"any of {', '.join(METHODS)}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=400, help="optimizer steps per run")
     parser.add_argument("--layers", type=int, default=6, help="post-LN Transformer blocks")
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=64, help="characters per training window")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=32, help="characters per training window")
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--beta1", type=float, default=0.9)
     parser.add_argument("--beta2", type=float, default=0.98)
     parser.add_argument("--warmup-steps", type=int, default=100, help="length of adam_warmup's linear warmup")
     parser.add_argument("--adam-eps", type=float, default=1e-4, help="eps of adam_eps")
     parser.add_argument("--val-batches", type=int, default=20)
-    parser.add_argument("--log-every", type=int, default=5, help="TensorBoard logging interval in steps")
+    parser.add_argument("--log-every", type=int, default=5, help="TensorBoard scalar logging interval in steps")
+    parser.add_argument("--histogram-every", type=int, default=2, help="gradient histogram interval in steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--text-file", default=None, help="UTF-8 text to model instead of pydoc_data.topics")
     parser.add_argument("--output-dir", default="runs/warmup_study", help="where the PNG and TensorBoard events go")
     args = parser.parse_args(argv)
-    for name in ("steps", "layers", "d_model", "heads", "batch_size", "seq_len", "warmup_steps", "val_batches", "log_every"):
+    for name in ("steps", "layers", "d_model", "heads", "batch_size", "seq_len", "warmup_steps", "val_batches", "log_every", "histogram_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.d_model % args.heads:
