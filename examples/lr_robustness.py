@@ -180,15 +180,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS), help="learning rates")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=32, help="channels of the first conv layer (doubling per block)")
+    parser.add_argument("--width", type=int, default=16, help="channels of the first conv layer (doubling per block)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (cifar-10-batches-py); default: scikit-learn digits")
     parser.add_argument("--train-subset", type=int, default=10000, help="with --data-dir: first N training images (0: all 50000)")
     parser.add_argument("--log-every", type=int, default=10, help="TensorBoard logging interval in steps")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads; 0 for torch's choice (one thread is fastest for these small models on a busy machine)"
+    )
     parser.add_argument("--output-dir", default="runs/lr_robustness", help="where the PNG and TensorBoard events go")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
     for name in ("epochs", "batch_size", "width", "log_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -228,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     directory = output_dir(args.output_dir)
     if args.data_dir:

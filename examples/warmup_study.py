@@ -211,10 +211,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--val-batches", type=int, default=20)
     parser.add_argument("--log-every", type=int, default=5, help="TensorBoard scalar logging interval in steps")
     parser.add_argument("--histogram-every", type=int, default=2, help="gradient histogram interval in steps")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads; 0 for torch's choice (one thread is fastest for these small models on a busy machine)"
+    )
     parser.add_argument("--text-file", default=None, help="UTF-8 text to model instead of pydoc_data.topics")
     parser.add_argument("--output-dir", default="runs/warmup_study", help="where the PNG and TensorBoard events go")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
     for name in ("steps", "layers", "d_model", "heads", "batch_size", "seq_len", "warmup_steps", "val_batches", "log_every", "histogram_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -256,7 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the study; returns per-method final losses, the table and the written files (used by the tests)."""
     args = parse_args(argv)
     quiet_lightning()
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     directory = output_dir(args.output_dir)
     data = CharData(load_text(args.text_file))

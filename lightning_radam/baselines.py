@@ -67,12 +67,10 @@ def linear_warmup(warmup_steps: float) -> Callable[[int], float]:
         raise TypeError(f"Invalid warmup_steps: expected a number, got {warmup_steps!r}")
     if not 0.0 < warmup_steps < math.inf:
         raise ValueError(f"Invalid warmup_steps: {warmup_steps} (expected 0 < warmup_steps < inf)")
-    return _linear_factor(1.0 / warmup_steps)
+    warmup_steps = float(warmup_steps)
 
-
-def _linear_factor(rate: float) -> Callable[[int], float]:
     def factor(index: int) -> float:
-        return min(1.0, (index + 1) * rate)
+        return min(1.0, (index + 1) / warmup_steps)
 
     return factor
 
@@ -98,7 +96,11 @@ def untuned_linear_warmup(beta2: float) -> Callable[[int], float]:
         [0.01, 0.5, 1.0, 1.0]
     """
     beta2 = _check_beta2(beta2)
-    return _linear_factor((1.0 - beta2) / 2.0)
+    warmup_steps = 2.0 / (1.0 - beta2)
+    nearest = round(warmup_steps)
+    if abs(warmup_steps - nearest) <= 1e-9 * warmup_steps:
+        warmup_steps = nearest  # 1 - beta2 is inexact in binary (1 - 0.9 = 0.09999999999999998): reach 1 at step 20, not 21
+    return linear_warmup(warmup_steps)
 
 
 def untuned_exponential_warmup(beta2: float) -> Callable[[int], float]:

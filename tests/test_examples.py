@@ -133,7 +133,7 @@ def test_load_cifar10_rejects_wrong_layout(tmp_path):
 def test_lr_robustness_trains_on_cifar_format_data(tmp_path):
     write_cifar_batches(tmp_path / "cifar", images_per_batch=8)
     result = load_example("lr_robustness").main(
-        ["--data-dir", str(tmp_path / "cifar"), "--methods", "radam", "--lrs", "0.01", "--seeds", "0", "--epochs", "1", "--width", "4", "--output-dir", str(tmp_path / "out")]
+        ["--data-dir", str(tmp_path / "cifar"), "--methods", "radam", "--lrs", "0.01", "--seeds", "0", "--epochs", "1", "--width", "4", "--log-every", "1", "--output-dir", str(tmp_path / "out")]
     )
     assert result["dataset"] == "CIFAR-10"
     assert 0.0 <= result["accuracy"]["radam"][0.01][0] <= 1.0
