@@ -65,7 +65,8 @@ optimizer:
 """
 
 
-def test_lightning_cli_builds_our_radam_and_callbacks_from_yaml(tmp_path):
+def test_lightning_cli_builds_our_radam_and_callbacks_from_yaml(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["cli"])  # the CLI reads args=..., not pytest's own arguments
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(root=tmp_path))
     cli = LightningCLI(TinyClassifier, TinyData, args=["fit", "--config", str(config)], save_config_kwargs={"overwrite": True})
@@ -81,7 +82,8 @@ def test_lightning_cli_builds_our_radam_and_callbacks_from_yaml(tmp_path):
     assert accumulator.Tags()["scalars"] and accumulator.Tags()["histograms"]
 
 
-def test_lightning_cli_optimizer_flag_overrides_on_the_command_line(tmp_path):
+def test_lightning_cli_optimizer_flag_overrides_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["cli"])
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(root=tmp_path))
     args = ["fit", "--config", str(config), "--optimizer", "lightning_radam.RAdam", "--optimizer.lr", "0.002", "--optimizer.degenerated_to_sgd", "true"]
