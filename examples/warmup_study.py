@@ -206,7 +206,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--beta1", type=float, default=0.9)
     parser.add_argument("--beta2", type=float, default=0.98)
-    parser.add_argument("--warmup-steps", type=int, default=100, help="length of adam_warmup's linear warmup")
+    parser.add_argument("--warmup-steps", type=int, default=200, help="length of adam_warmup's linear warmup")
     parser.add_argument("--adam-eps", type=float, default=1e-4, help="eps of adam_eps")
     parser.add_argument("--val-batches", type=int, default=20)
     parser.add_argument("--log-every", type=int, default=5, help="TensorBoard scalar logging interval in steps")

@@ -140,3 +140,39 @@ def test_lr_robustness_trains_on_cifar_format_data(tmp_path):
     assert (tmp_path / "out" / "accuracy_vs_lr.png").is_file()
     scalars = read_scalars(tmp_path / "out")
     assert ("tensorboard/radam_lr0.01/seed0", "test/accuracy") in scalars
+
+
+def test_lr_robustness_radam_beats_adam_at_large_learning_rates(tmp_path):
+    # The measured default table (README, Results): at lr 0.1 and 0.03 RAdam's test accuracy is above
+    # Adam's on every seed (Adam diverges on one seed at 0.1); momentum SGD is best of the three at 0.1.
+    result = load_example("lr_robustness").main(["--methods", "sgd", "adam", "radam", "--lrs", "0.1", "0.03", "--output-dir", str(tmp_path)])
+    accuracy = result["accuracy"]
+    assert result["dataset"] == "digits"
+    for lr in (0.1, 0.03):
+        for seed, (adam, radam) in enumerate(zip(accuracy["adam"][lr], accuracy["radam"][lr])):
+            assert radam > adam, (lr, seed)
+    for seed, (sgd, radam) in enumerate(zip(accuracy["sgd"][0.1], accuracy["radam"][0.1])):
+        assert sgd > radam, seed
+    assert (tmp_path / "accuracy_vs_lr.png").stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------------------- warmup study
+def test_warmup_study_adam_without_warmup_stalls_where_warmed_up_adam_trains(tmp_path):
+    # The robust part of the measured default table, at half its steps and two of its three seeds:
+    # Adam without warmup stays at the unigram entropy on every seed while Adam with the untuned
+    # 2 / (1 - b2) warmup learns. (RAdam stalled on one seed of three in the default table, so its
+    # place in the ordering depends on the seed and is not asserted here.)
+    study = load_example("warmup_study")
+    result = study.main(["--methods", "adam", "adam_untuned_warmup", "--seeds", "0", "1", "--steps", "200", "--output-dir", str(tmp_path)])
+    stall = result["unigram_entropy"] - study.STALL_MARGIN
+    assert all(loss > stall for loss in result["train"]["adam"])
+    assert all(loss < stall for loss in result["train"]["adam_untuned_warmup"])
+    assert all(warm < cold for warm, cold in zip(result["val"]["adam_untuned_warmup"], result["val"]["adam"]))
+    scalars = read_scalars(tmp_path)
+    run = "tensorboard/adam/seed0"
+    assert max(step for step, _ in scalars[(run, "train/loss")]) >= 195
+    assert (run, "radam/group0/r_t") in scalars  # RectificationMonitor on every run
+    accumulator = EventAccumulator(str(tmp_path / run), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    histogram_steps = [event.step for event in accumulator.Histograms("grad/log10_abs")]
+    assert histogram_steps[:3] == [0, 2, 4]  # the first updates, where the distribution distorts
