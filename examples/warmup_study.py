@@ -20,7 +20,9 @@ training loss and learning rate to TensorBoard (``<output-dir>/tensorboard/<meth
 the final table gives the training loss (mean of the last 10% of steps) and the validation loss
 (on the last 10% of the text) as mean and standard deviation over seeds, and how many seeds
 stalled (final training loss within 0.25 nats of the unigram entropy of the text, i.e. the model
-learnt little beyond character frequencies). ``loss_curves.png`` shows every run.
+learnt little beyond character frequencies). ``loss_curves.png`` shows every run;
+``gradient_histograms.png`` shows, per method (first seed), the distribution of log10|g| over the
+first ``--histogram-steps`` steps, read back from the TensorBoard histograms.
 
 Default: 6 post-LN layers, d=64, 4 heads, batch 16 x 32 characters, b2 = 0.98, lr 5e-3,
 400 steps (four times 2 / (1 - b2)), seeds 0 1 2: Adam without warmup stalls in this regime,
@@ -49,6 +51,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -211,6 +214,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--val-batches", type=int, default=20)
     parser.add_argument("--log-every", type=int, default=5, help="TensorBoard scalar logging interval in steps")
     parser.add_argument("--histogram-every", type=int, default=2, help="gradient histogram interval in steps")
+    parser.add_argument("--histogram-steps", type=int, default=60, help="steps shown in gradient_histograms.png")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads; 0 for torch's choice (one thread is fastest for these small models on a busy machine)"
     )
@@ -219,7 +223,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
-    for name in ("steps", "layers", "d_model", "heads", "batch_size", "seq_len", "warmup_steps", "val_batches", "log_every", "histogram_every"):
+    for name in ("steps", "layers", "d_model", "heads", "batch_size", "seq_len", "warmup_steps", "val_batches", "log_every", "histogram_every", "histogram_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.d_model % args.heads:
@@ -256,6 +260,49 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+def read_gradient_histograms(run_dir: Path, last_step: int, edges: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The ``grad/log10_abs`` histograms of one run up to ``last_step``, re-binned onto ``edges`` (fractions per step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    steps, rows = [], []
+    for event in accumulator.Histograms("grad/log10_abs"):
+        if event.step > last_step:
+            break
+        value = event.histogram_value
+        counts, _ = np.histogram(np.asarray(value.bucket_limit), bins=edges, weights=np.asarray(value.bucket))
+        steps.append(event.step)
+        rows.append(counts / max(1.0, counts.sum()))
+    return steps, np.array(rows).reshape(len(rows), len(edges) - 1)
+
+
+def plot_gradient_histograms(directory: Path, methods: Sequence[str], seed: int, last_step: int):
+    """One panel per method: the distribution of log10|g| (colour) for each of the first steps (rows)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    edges = np.linspace(-10.0, 1.0, 89)
+    cols = min(4, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax, method in zip(axes.flat, methods):
+        steps, fractions = read_gradient_histograms(directory / "tensorboard" / method / f"seed{seed}", last_step, edges)
+        if steps:
+            ax.pcolormesh(edges, np.arange(len(steps) + 1), np.where(fractions > 0, fractions, np.nan), norm=LogNorm(1e-5, 1.0), shading="flat")
+            ticks = np.arange(0, len(steps), max(1, len(steps) // 5))
+            ax.set_yticks(ticks + 0.5, [str(steps[i]) for i in ticks])
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("log10 |g|")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("optimizer step")
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    fig.suptitle(f"gradient magnitudes over the first {last_step} steps (seed {seed}; colour: fraction of elements)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the study; returns per-method final losses, the table and the written files (used by the tests)."""
     args = parse_args(argv)
@@ -287,14 +334,19 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         f"{elapsed / 60:.1f} min"
     )
     print(text)
-    fig = plot_curves(runs, args.steps, data.unigram_entropy)
-    png = directory / "loss_curves.png"
-    fig.savefig(png, dpi=120)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    print("wrote", png, "and TensorBoard events in", directory / "tensorboard")
-    return dict(train=train, val=val, unigram_entropy=data.unigram_entropy, table=text, files=[png], output_dir=directory)
+    figures = {
+        "loss_curves.png": plot_curves(runs, args.steps, data.unigram_entropy),
+        "gradient_histograms.png": plot_gradient_histograms(directory, list(runs), args.seeds[0], min(args.steps, args.histogram_steps)),
+    }
+    files = []
+    for name, fig in figures.items():
+        files.append(directory / name)
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+    print("wrote", ", ".join(map(str, files)), "and TensorBoard events in", directory / "tensorboard")
+    return dict(train=train, val=val, unigram_entropy=data.unigram_entropy, table=text, files=files, output_dir=directory)
 
 
 if __name__ == "__main__":
