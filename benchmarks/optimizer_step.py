@@ -1,8 +1,9 @@
 """Time one optimizer step of RAdam implementations against the memory-bandwidth floor, in one process.
 
 For each parameter shape set, every path steps the same parameters and gradients. Reported per path:
-the time of a step in the rectified phase (ms/step, the fastest of ``--steps`` steps in each of
-``--rounds`` interleaved rounds: on a shared machine the least disturbed measurement), its ratio to the bandwidth floor and to ``torch.optim.RAdam(foreach=True)``, and the peak
+the time of a step in the rectified phase (ms/step: the fastest of ``--steps`` steps in each of
+``--rounds`` rounds, the least disturbed measurement on a shared machine; paths and floor kernels
+take turns step by step, as many at once as ``--state-budget`` allows), its ratio to the bandwidth floor and to ``torch.optim.RAdam(foreach=True)``, and the peak
 memory a step allocates beyond the optimizer's state (over the first steps, unrectified ones included).
 
 The floor is the time to read theta, g, m, v and write theta, m, v once (7 tensors' worth of bytes,
@@ -127,34 +128,17 @@ def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(storages.values())
 
 
-def _timed(fn: Callable[[], Any], steps: int, sync: Callable[[], None]) -> float:
-    """Fewest seconds ``fn`` took in ``steps`` calls (on a shared machine, the least disturbed one)."""
-    times = []
-    for _ in range(steps):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def _timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
 
 
-def bandwidth(params: list[torch.Tensor], grads: list[torch.Tensor], steps: int, sync: Callable[[], None]) -> float:
-    """Bytes per second of the fastest in-place kernel over tensors of these shapes."""
-    buffers = [torch.zeros_like(p) for p in params]
-    size = sum(p.numel() for p in params) * params[0].element_size()
-    kernels = {  # name: (call, bytes moved)
-        "a += b": (lambda: torch._foreach_add_(buffers, grads), 3 * size),
-        "a += b * c": (lambda: torch._foreach_addcmul_(buffers, grads, grads), 4 * size),
-    }
-    best = 0.0
-    for call, moved in kernels.values():
-        call()  # warm-up
-        best = max(best, moved / _timed(call, steps, sync))
-    return best
-
-
-def run_shape(name: str, shape_list, factories, *, rounds: int, steps: int, device: str, dtype: torch.dtype) -> dict[str, Any]:
+def run_shape(name: str, shape_list, factories, *, rounds: int, steps: int, device: str, dtype: torch.dtype, state_budget: float) -> dict[str, Any]:
+    """Time every path on one shape set; the floor kernels and the paths take turns, step by step."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     generator = torch.Generator(device=device).manual_seed(0)
     params = [torch.randn(s, device=device, dtype=dtype, generator=generator) for s in shape_list]
@@ -162,29 +146,44 @@ def run_shape(name: str, shape_list, factories, *, rounds: int, steps: int, devi
         p.grad = 1e-3 * torch.randn(p.shape, device=device, dtype=dtype, generator=generator)
     grads = [p.grad for p in params]
     numel = sum(p.numel() for p in params)
-    results: dict[str, dict[str, Any]] = {}
-    best_bandwidth = 0.0
+    size = numel * params[0].element_size()
+    buffers = [torch.zeros_like(p) for p in params]
+    floor_kernels = {  # in-place kernels over tensors of these shapes: (call, bytes moved)
+        "a += b": (lambda: torch._foreach_add_(buffers, grads), 3 * size),
+        "a += b * c": (lambda: torch._foreach_addcmul_(buffers, grads, grads), 4 * size),
+    }
+    results: dict[str, dict[str, Any]] = {path: {"skipped": "not installed"} for path, f in factories.items() if f is None}
+    available = [path for path, f in factories.items() if f is not None]
+    # Paths take turns within a chunk, so a burst of load on a shared machine hits them alike; a chunk
+    # holds as many optimizers as their state (2 tensors the size of the parameters) lets into the budget.
+    per_chunk = max(1, int(state_budget * 2**30 // (2 * size)))
+    chunks = [available[i : i + per_chunk] for i in range(0, len(available), per_chunk)]
+    best = {kernel: float("inf") for kernel in floor_kernels}
     for round_index in range(rounds):
-        best_bandwidth = max(best_bandwidth, bandwidth(params, grads, steps, sync))
-        for path, factory in factories.items():
-            if factory is None:
-                results[path] = {"skipped": "not installed"}
-                continue
-            optimizer = factory(params)
-            record = results.setdefault(path, {"ms": float("inf")})
-            if round_index == 0:
-                with PeakMemory() as memory:
+        for chunk in chunks:
+            optimizers = {}
+            for path in chunk:
+                optimizers[path] = optimizer = factories[path](params)
+                record = results.setdefault(path, {"ms": float("inf")})
+                if round_index == 0:  # peak memory over the first steps, unrectified ones included
+                    with PeakMemory() as memory:
+                        for _ in range(WARMUP_STEPS):
+                            optimizer.step()
+                    record["peak_extra_MB"] = max(0.0, (memory.peak - _state_bytes(optimizer)) / 2**20)
+                else:
                     for _ in range(WARMUP_STEPS):
                         optimizer.step()
-                sync()
-                record["peak_extra_MB"] = max(0.0, (memory.peak - _state_bytes(optimizer)) / 2**20)
-            else:
-                for _ in range(WARMUP_STEPS):
-                    optimizer.step()
-            record["ms"] = min(record["ms"], 1e3 * _timed(optimizer.step, steps, sync))
-            del optimizer
+            for call, _ in floor_kernels.values():
+                call()  # warm-up
+            for _ in range(steps):
+                for kernel, (call, _) in floor_kernels.items():
+                    best[kernel] = min(best[kernel], _timed(call, sync))
+                for path, optimizer in optimizers.items():
+                    results[path]["ms"] = min(results[path]["ms"], 1e3 * _timed(optimizer.step, sync))
+            del optimizers, optimizer
             gc.collect()
-    floor_ms = 1e3 * 7 * numel * params[0].element_size() / best_bandwidth
+    bandwidth = max(moved / best[kernel] for kernel, (_, moved) in floor_kernels.items())
+    floor_ms = 1e3 * 7 * size / bandwidth  # read theta, g, m, v; write theta, m, v
     reference = results.get("torch RAdam (foreach)", {}).get("ms")
     for record in results.values():
         if "ms" in record:
@@ -192,7 +191,7 @@ def run_shape(name: str, shape_list, factories, *, rounds: int, steps: int, devi
             record["x_torch_radam_foreach"] = record["ms"] / reference if reference else None
     return {
         "shape": name, "tensors": len(params), "parameters": numel, "floor_ms": floor_ms,
-        "bandwidth_GBps": best_bandwidth / 1e9, "paths": results,
+        "bandwidth_GBps": bandwidth / 1e9, "paths": {path: results[path] for path in factories},
     }  # fmt: skip
 
 
@@ -225,16 +224,37 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"  {path:<26}{r['ms']:>9.1f}{r['x_floor']:>9.2f}{ratio:>24}{r['peak_extra_MB']:>15.1f}")
 
 
+def print_markdown(report: dict[str, Any]) -> None:
+    """The tables as the README shows them."""
+    m = report["machine"]
+    print(f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, {report['device']}, {report['dtype']}; "
+          f"fastest of {report['steps']} rectified steps x {report['rounds']} rounds.")  # fmt: skip
+    for shape in report["shapes"]:
+        print(f"\n**{shape['shape']}** ({shape['parameters'] / 1e6:.1f}M parameters in {shape['tensors']} tensors): "
+              f"floor {shape['floor_ms']:.1f} ms at {shape['bandwidth_GBps']:.1f} GB/s\n")  # fmt: skip
+        print("| path | ms/step | x floor | x torch RAdam (foreach) | peak extra MB |")
+        print("|---|---:|---:|---:|---:|")
+        for path, r in shape["paths"].items():
+            if "skipped" in r:
+                print(f"| {path} | skipped: {r['skipped']} | | | |")
+                continue
+            ratio = f"{r['x_torch_radam_foreach']:.2f}" if r["x_torch_radam_foreach"] is not None else "-"
+            print(f"| {path} | {r['ms']:.1f} | {r['x_floor']:.2f} | {ratio} | {r['peak_extra_MB']:.0f} |")
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="parameter shape sets (default: all)")
     parser.add_argument("--paths", nargs="+", metavar="SUBSTRING", help="only the paths whose name contains one of these")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each path keeps its best (default: 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds; each path keeps its fastest step (default: 2)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per path and round (default: 5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="default: float32")
+    parser.add_argument("--state-budget", type=float, default=2.0, help="GiB of optimizer state alive at once (default: 2)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    parser.add_argument("--from-json", metavar="PATH", help="print the table of a saved --json report instead of measuring")
+    parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -242,18 +262,26 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.paths:
         factories = {k: v for k, v in factories.items() if any(s in k for s in args.paths)}
     dtype = getattr(torch, args.dtype)
+    if args.from_json:
+        with open(args.from_json) as f:
+            report = json.load(f)
+        (print_markdown if args.markdown else print_table)(report)
+        return report
     report = {
         "machine": machine(), "device": args.device, "dtype": args.dtype, "rounds": args.rounds, "steps": args.steps,
         "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
         "shapes": [
-            run_shape(name, SHAPES[name](), factories, rounds=args.rounds, steps=args.steps, device=args.device, dtype=dtype)
+            run_shape(
+                name, SHAPES[name](), factories, rounds=args.rounds, steps=args.steps, device=args.device, dtype=dtype,
+                state_budget=args.state_budget,
+            )
             for name in args.shapes
         ],
     }  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print_table(report)
+        (print_markdown if args.markdown else print_table)(report)
     return report
 
 
