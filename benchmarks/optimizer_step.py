@@ -150,7 +150,7 @@ def run_shape(name: str, shape_list, factories, *, rounds: int, steps: int, devi
     buffers = [torch.zeros_like(p) for p in params]
     floor_kernels = {  # in-place kernels over tensors of these shapes: (call, bytes moved)
         "a += b": (lambda: torch._foreach_add_(buffers, grads), 3 * size),
-        "a += b * c": (lambda: torch._foreach_addcmul_(buffers, grads, grads), 4 * size),
+        "a += b * c": (lambda: torch._foreach_addcmul_(buffers, grads, params), 4 * size),  # three distinct tensors
     }
     results: dict[str, dict[str, Any]] = {path: {"skipped": "not installed"} for path, f in factories.items() if f is None}
     available = [path for path, f in factories.items() if f is not None]
