@@ -148,6 +148,9 @@ _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def _fused_unsupported(params: list[Tensor]) -> Optional[str]:
     """Why the fused kernel cannot update ``params`` (``None`` when it can)."""
+    kinds = {(p.device.type, p.dtype) for p in params}
+    if all(device in _FUSED_DEVICES and dtype in _FUSED_DTYPES for device, dtype in kinds):
+        return None
     for index, param in enumerate(params):
         if param.device.type not in _FUSED_DEVICES or param.dtype not in _FUSED_DTYPES:
             return (
@@ -168,10 +171,11 @@ def _unscale_grads_(grads: list[Tensor], grad_scale: Optional[Tensor]) -> None:
         torch._foreach_div_(device_grads, grad_scale.to(device, non_blocking=True))
 
 
-def _same_dense_layout(tensors: list[Tensor]) -> bool:
-    if all(t.is_contiguous() for t in tensors):
+def _same_dense_layout(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor) -> bool:
+    if param.is_contiguous() and grad.is_contiguous() and exp_avg.is_contiguous() and exp_avg_sq.is_contiguous():
         return True
-    return tensors[0].dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
+    tensors = (param, grad, exp_avg, exp_avg_sq)
+    return param.dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
 
 
 def _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, beta1, beta2, lr, weight_decay, eps, decoupled_weight_decay, maximize, grad_scale=None):
@@ -183,10 +187,9 @@ def _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, 
     for (device, _), (device_tensors, _) in grouped.items():
         device_grad_scale = None if grad_scale is None else grad_scale.to(device, non_blocking=True)
         buckets: dict[tuple[int, bool], list[int]] = {}
-        for i, step_t in enumerate(device_tensors[4]):
+        for i, (*tensors, step_t) in enumerate(zip(*device_tensors)):
             # the kernel walks the four tensors' memory in step: layouts that may not match take the foreach path
-            linear = _same_dense_layout([ts[i] for ts in device_tensors[:4]])
-            buckets.setdefault((int(step_t.item()) + 1, linear), []).append(i)
+            buckets.setdefault((int(step_t.item()) + 1, _same_dense_layout(*tensors)), []).append(i)
         for (step, linear), indices in buckets.items():
             plan = planner(step)
             bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps = ([ts[i] for i in indices] for ts in device_tensors)
