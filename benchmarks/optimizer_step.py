@@ -208,38 +208,30 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def print_table(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any], markdown: bool = False) -> None:
+    """The tables: aligned text, or Markdown as in the README."""
     m = report["machine"]
     print(f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}; device {report['device']}, {report['dtype']}; "
           f"fastest of {report['steps']} rectified steps x {report['rounds']} rounds")  # fmt: skip
+    header = ("path", "ms/step", "x floor", "x torch RAdam (foreach)", "peak extra MB")
+    row = (lambda cells: "| " + " | ".join(cells) + " |") if markdown else (lambda c: f"  {c[0]:<26}{c[1]:>9}{c[2]:>9}{c[3]:>25}{c[4]:>15}")
     for shape in report["shapes"]:
         print(f"\n{shape['shape']}: {shape['parameters'] / 1e6:.1f}M parameters in {shape['tensors']} tensors; "
-              f"floor {shape['floor_ms']:.1f} ms at {shape['bandwidth_GBps']:.1f} GB/s")  # fmt: skip
-        print(f"  {'path':<26}{'ms/step':>9}{'x floor':>9}{'x torch RAdam(foreach)':>24}{'peak extra MB':>15}")
-        for path, r in shape["paths"].items():
-            if "skipped" in r:
-                print(f"  {path:<26}{'skipped: ' + r['skipped']:>33}")
-                continue
-            ratio = f"{r['x_torch_radam_foreach']:.2f}" if r["x_torch_radam_foreach"] is not None else "-"
-            print(f"  {path:<26}{r['ms']:>9.1f}{r['x_floor']:>9.2f}{ratio:>24}{r['peak_extra_MB']:>15.1f}")
-
-
-def print_markdown(report: dict[str, Any]) -> None:
-    """The tables as the README shows them."""
-    m = report["machine"]
-    print(f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, {report['device']}, {report['dtype']}; "
-          f"fastest of {report['steps']} rectified steps x {report['rounds']} rounds.")  # fmt: skip
-    for shape in report["shapes"]:
-        print(f"\n**{shape['shape']}** ({shape['parameters'] / 1e6:.1f}M parameters in {shape['tensors']} tensors): "
               f"floor {shape['floor_ms']:.1f} ms at {shape['bandwidth_GBps']:.1f} GB/s\n")  # fmt: skip
-        print("| path | ms/step | x floor | x torch RAdam (foreach) | peak extra MB |")
-        print("|---|---:|---:|---:|---:|")
+        print(row(header))
+        if markdown:
+            print("|---|---:|---:|---:|---:|")
         for path, r in shape["paths"].items():
             if "skipped" in r:
-                print(f"| {path} | skipped: {r['skipped']} | | | |")
+                print(row((path, "skipped", r["skipped"], "", "")))
                 continue
             ratio = f"{r['x_torch_radam_foreach']:.2f}" if r["x_torch_radam_foreach"] is not None else "-"
-            print(f"| {path} | {r['ms']:.1f} | {r['x_floor']:.2f} | {ratio} | {r['peak_extra_MB']:.0f} |")
+            print(row((path, f"{r['ms']:.1f}", f"{r['x_floor']:.2f}", ratio, f"{r['peak_extra_MB']:.1f}")))
+        ms = {path: r["ms"] for path, r in shape["paths"].items() if "ms" in r}
+        ours, adam, reference = ms.get("ours RAdam (fused)"), ms.get("torch Adam (fused)"), ms.get("torch RAdam (foreach)")
+        if ours and adam and reference:
+            print(f"{'' if markdown else '  '}ours fused = {ours / adam:.2f}x torch Adam (fused), {shape['paths']['ours RAdam (fused)']['x_floor']:.2f}x the floor, "
+                  f"{reference / ours:.1f}x faster than torch RAdam (foreach)")  # fmt: skip
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -265,7 +257,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.from_json:
         with open(args.from_json) as f:
             report = json.load(f)
-        (print_markdown if args.markdown else print_table)(report)
+        print_report(report, args.markdown)
         return report
     report = {
         "machine": machine(), "device": args.device, "dtype": args.dtype, "rounds": args.rounds, "steps": args.steps,
@@ -281,7 +273,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        (print_markdown if args.markdown else print_table)(report)
+        print_report(report, args.markdown)
     return report
 
 
