@@ -143,8 +143,10 @@ def test_nonfinite_check_runs_only_when_asked(nonfinite_grad, checked):
     assert ("_foreach_norm" in recorder.ops) is checked
 
 
+@pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler_hands_over", "user_unscales_first"])
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
-def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path):
+def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path, unscale_first):
+    # user_unscales_first: scaler.unscale_ before step (as for clipping), so step() gets found_inf and no grad_scale
     model, reference_model = _model(), _model()
     optimizer = RAdam(model.parameters(), lr=1e-2, unscale_in_step=True, **path)
     reference = RAdam(reference_model.parameters(), lr=1e-2, **path)
@@ -156,6 +158,9 @@ def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path):
         if seed in (2, 7):  # one overflow in the unrectified phase, one in the rectified phase
             model[2].weight.grad[0, 0] = reference_model[2].weight.grad[0, 0] = float("inf")
             before = _snapshot(model, optimizer)
+        if unscale_first:
+            scaler.unscale_(optimizer)
+            reference_scaler.unscale_(reference)
         scaler.step(optimizer)
         reference_scaler.step(reference)
         scaler.update()
