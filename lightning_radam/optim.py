@@ -47,6 +47,7 @@ class _StepPlan:
     stats: RectificationStats
     mode: str  # _SKIP, _SGD or _RECTIFIED
     step_size: float  # multiplies m / (sqrt(v) + eps) when rectified, m when SGD
+    bias_correction2: float  # 1 - b2^t
 
 
 def _plan_step(step: int, beta1: float, beta2: float, lr: float, threshold: float, degenerated_to_sgd: bool) -> _StepPlan:
@@ -63,7 +64,7 @@ def _plan_step(step: int, beta1: float, beta2: float, lr: float, threshold: floa
         plan = _SGD, lr / bias_correction1  # theta -= lr * m_hat, the paper's Algorithm 2
     else:
         plan = _SKIP, 0.0
-    return _StepPlan(RectificationStats(step, rho, r, plan[0] == _RECTIFIED), *plan)
+    return _StepPlan(RectificationStats(step, rho, r, plan[0] == _RECTIFIED), *plan, bias_correction2)
 
 
 class _Planner:
@@ -142,6 +143,7 @@ def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, pl
             else:
                 torch._foreach_add_(bucket_params, bucket_exp_avgs, alpha=-plan.step_size)
 
+
 _FUSED_DEVICES = ("cpu", "cuda")
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -210,7 +212,7 @@ def _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, 
                 amsgrad=False, lr=lr * r, beta1=beta1, beta2=beta2,
                 # decoupled: the kernel multiplies theta by 1 - lr' * weight_decay', which must be 1 - lr * weight_decay
                 weight_decay=weight_decay / r if decoupled_weight_decay else weight_decay,
-                eps=eps / math.sqrt(1.0 - beta2**step), maximize=maximize, grad_scale=device_grad_scale, found_inf=None,
+                eps=eps / math.sqrt(plan.bias_correction2), maximize=maximize, grad_scale=device_grad_scale, found_inf=None,
             )  # fmt: skip
 
 
