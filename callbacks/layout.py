@@ -12,7 +12,7 @@ def monitoring_layout() -> dict[str, dict[str, list]]:
     Tags are regular expressions, so every optimizer and parameter group appears in the same chart.
     The variance chart is the paper's argument on one page: read it with a logarithmic y axis,
     ``var_adaptive_lr`` falls by orders of magnitude over the first steps while ``var_rectified_lr``
-    stays flat.
+    stays nearly flat (within a factor of about 3 of its limit).
 
     Example:
         >>> sorted(monitoring_layout())

@@ -67,7 +67,7 @@ class RectificationMonitor(_StepMonitor):
     step was rectified, and the theoretical variance of the adaptive learning rate at ``rho_t``
     (exact and first-order, per unit :math:`\sigma^2`) next to that of the rectified rate,
     :math:`r_t^2\,\mathrm{Var}[l](\rho_t)`: on a log scale the first falls by orders of magnitude
-    over the first steps while the second stays flat. All the maths is
+    over the first steps while the second stays within a factor of about 3 of its limit. All the maths is
     :mod:`lightning_radam.rectification`.
 
     With :class:`lightning_radam.RAdam` the values come from ``optimizer.rectification_stats()``
