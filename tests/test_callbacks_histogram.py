@@ -138,3 +138,28 @@ def test_histogram_device_counting_equals_bincount(dtype):
     on_device = gradient_histogram_monitor._count_ids(ids, sync_free=True)
     assert torch.equal(on_device, gradient_histogram_monitor._count_ids(ids, sync_free=False))
     assert torch.equal(on_device, log2_bucket_counts(values)) and on_device.sum() == values.numel()
+
+
+def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_path):
+    """With subsample=k the offsets of k consecutive steps partition the elements: the mean of the k estimates is exact."""
+    k = 3
+    gradients = known_gradients()
+    model = KnownGradientModel(gradients, torch.float32)
+    trainer = make_trainer(tmp_path, [GradientHistogramMonitor(layers="^w$", subsample=k)], max_steps=k)
+    trainer.fit(model)
+    events = read_events(trainer.logger.log_dir)
+    w = binned_values(model.gradients["w"])
+    histograms = [h.histogram_value for h in events.Histograms("grad/layer/w/log10_abs")]
+    assert len(histograms) == k
+    totals: dict[float, float] = {}
+    for value in histograms:
+        assert 0 < value.num and abs(value.num - np.count_nonzero(w)) <= 0.1 * w.size  # each one is an estimate
+        for limit, count in zip(value.bucket_limit, value.bucket):
+            totals[limit] = totals.get(limit, 0.0) + count / k
+    limits = sorted(totals)
+    lowest = min(value.min for value in histograms)
+    expected, _ = np.histogram(np.log10(np.abs(w[w != 0])), bins=[lowest, *limits])
+    np.testing.assert_allclose([totals[limit] for limit in limits], expected, rtol=0, atol=1e-9)
+    everything = np.concatenate([w, binned_values(model.gradients["b"])])
+    assert np.mean(scalar_series(events, "grad/zeros")[1]) == pytest.approx((everything == 0).sum())
+    assert np.mean(scalar_series(events, "grad/nonfinite")[1]) == pytest.approx((~np.isfinite(everything)).sum())

@@ -141,6 +141,7 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
         (GradientHistogramMonitor, dict(when="after_step"), ValueError, "Invalid when: 'after_step'"),
         (GradientHistogramMonitor, dict(prefix=""), ValueError, "Invalid prefix: ''"),
         (GradientHistogramMonitor, dict(layers="[a-"), ValueError, r"Invalid layers: '\[a-'"),
+        (GradientHistogramMonitor, dict(subsample=0), ValueError, "Invalid subsample: 0"),
     ],
 )
 def test_monitors_reject_bad_arguments(callback, kwargs, error, match):
