@@ -5,7 +5,7 @@ Measured in one process on the same parameters and gradients (default: 25M float
 ``on_before_optimizer_step`` and ``on_train_batch_end`` hooks, called on a real Trainer with a
 TensorBoardLogger, event files written), one ``torch.optim.Adam(fused=True)`` step, and the common
 pattern of ``logger.experiment.add_histogram(name, p.grad, step)`` per tensor. Times are medians of
-interleaved repetitions; the ratios are what to compare across machines.
+repetitions interleaved in shuffled order; the ratios are what to compare across machines.
 
 Example:
     python benchmarks/monitor_overhead.py                       # 25M parameters, 200 tensors, CPU
@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -122,9 +123,13 @@ def main() -> None:
         for run in timed.values():  # warm-up
             run()
         samples: dict[str, list[float]] = {name: [] for name in timed}
-        for _ in range(args.repeats):  # interleaved, so that load from other processes hits every row alike
-            for name, run in timed.items():
+        shuffle = random.Random(0).shuffle
+        for _ in range(args.repeats):  # interleaved in a new order each time, so that load from other processes hits every row alike
+            order = list(timed.items())
+            shuffle(order)
+            for name, run in order:
                 samples[name].append(run())
+                logger.experiment.flush()  # not timed: the event file's writer thread finishes before the next row
         samples["naive add_histogram per tensor"] = [naive() for _ in range(args.naive_repeats)]
         logger.experiment.flush()
 
