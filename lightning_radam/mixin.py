@@ -21,7 +21,10 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-_OPTIMIZER_KEYS = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "threshold", "degenerated_to_sgd", "foreach", "fused")
+_OPTIMIZER_KEYS = (
+    "lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "threshold", "degenerated_to_sgd", "foreach", "fused",
+    "nonfinite_grad", "unscale_in_step",
+)  # fmt: skip
 _SCHEDULES = (None, "none", "cosine", "linear")
 
 
@@ -53,7 +56,8 @@ class RAdamMixin:
 
     ``lr`` (1e-3), ``betas`` ((0.9, 0.999)), ``eps`` (1e-8), ``weight_decay`` (0.0),
     ``decoupled_weight_decay`` (False), ``threshold`` (5.0), ``degenerated_to_sgd`` (False),
-    ``foreach`` (None), ``fused`` (None), and for the learning-rate schedule ``lr_schedule``
+    ``foreach`` (None), ``fused`` (None), ``nonfinite_grad`` ("ignore"), ``unscale_in_step`` (False),
+    and for the learning-rate schedule ``lr_schedule``
     (``None``/``"none"``, ``"cosine"`` or ``"linear"``: decay per optimizer step over
     ``trainer.estimated_stepping_batches``; RAdam needs no warmup, but still benefits from annealing)
     and ``min_lr_ratio`` (0.0, the final fraction of ``lr``).

@@ -10,13 +10,13 @@ from lightning_radam import RAdam
 
 
 def test_mixin_fits_with_radam_built_from_hparams(tmp_path):
-    model = DigitsLike(lr=3e-3, betas=[0.9, 0.98], weight_decay=0.05, threshold=4.0, decoupled_weight_decay=True)
+    model = DigitsLike(lr=3e-3, betas=[0.9, 0.98], weight_decay=0.05, threshold=4.0, decoupled_weight_decay=True, nonfinite_grad="skip")
     t = trainer(tmp_path, max_steps=12)
     t.fit(model, loader())
     optimizer = t.optimizers[0]
     assert type(optimizer) is RAdam and t.global_step == 12
     for group in optimizer.param_groups:
-        assert (group["lr"], group["betas"], group["threshold"], group["decoupled_weight_decay"]) == (3e-3, (0.9, 0.98), 4.0, True)
+        assert (group["lr"], group["betas"], group["threshold"], group["decoupled_weight_decay"], group["nonfinite_grad"]) == (3e-3, (0.9, 0.98), 4.0, True, "skip")
     assert optimizer.rectification_stats()[0].step == 12
 
 
