@@ -103,7 +103,9 @@ def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, p
             continue
         if weight_decay != 0 and decoupled_weight_decay:
             param.mul_(1 - lr * weight_decay)
-        if plan.mode == _RECTIFIED:
+        if plan.mode == _RECTIFIED and param.dtype == torch.float16:  # eps underflows in float16: divide in float32
+            param.add_(exp_avg.float().div_(exp_avg_sq.float().sqrt_().add_(eps)).mul_(-plan.step_size).to(param.dtype))
+        elif plan.mode == _RECTIFIED:
             param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-plan.step_size)
         else:
             param.add_(exp_avg, alpha=-plan.step_size)
@@ -136,7 +138,13 @@ def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, pl
             bucket_exp_avgs = [device_exp_avgs[i] for i in indices]
             if weight_decay != 0 and decoupled_weight_decay:
                 torch._foreach_mul_(bucket_params, 1 - lr * weight_decay)
-            if plan.mode == _RECTIFIED:
+            if plan.mode == _RECTIFIED and bucket_params[0].dtype == torch.float16:  # eps underflows in float16
+                denom = torch._foreach_sqrt([device_exp_avg_sqs[i].float() for i in indices])
+                torch._foreach_add_(denom, eps)
+                update = torch._foreach_div([m.float() for m in bucket_exp_avgs], denom)
+                torch._foreach_mul_(update, -plan.step_size)
+                torch._foreach_add_(bucket_params, [u.to(torch.float16) for u in update])
+            elif plan.mode == _RECTIFIED:
                 denom = torch._foreach_sqrt([device_exp_avg_sqs[i] for i in indices])
                 torch._foreach_add_(denom, eps)
                 torch._foreach_addcdiv_(bucket_params, bucket_exp_avgs, denom, -plan.step_size)

@@ -138,3 +138,20 @@ def test_fused_default_falls_back_silently_for_complex():
 def test_fused_foreach_and_fused_both_true_raises():
     with pytest.raises(ValueError, match="foreach and fused"):
         RAdam([torch.nn.Parameter(torch.zeros(2))], foreach=True, fused=True)
+
+
+@pytest.mark.parametrize("path", [dict(foreach=False), dict(foreach=True), dict(fused=True)])
+def test_float16_zero_gradients_do_not_turn_into_nan(path):
+    # eps = 1e-8 is 0 in float16: the for-loop and foreach paths divide in float32, as the fused kernel does.
+    # (Gradients below ~2e-4 still lose their square to float16's range in v: keep float32 master weights.)
+    theta = torch.nn.Parameter(torch.ones(4, dtype=torch.float16))
+    optimizer = RAdam([theta], lr=1e-2, **path)
+    reference = torch.nn.Parameter(torch.ones(4, dtype=torch.float32))
+    reference_optimizer = RAdam([reference], lr=1e-2, foreach=False)
+    for _ in range(10):
+        theta.grad = torch.tensor([0.0, 0.5, 1.0, -3.0], dtype=torch.float16)  # squares that float16 holds
+        reference.grad = theta.grad.float()
+        optimizer.step()
+        reference_optimizer.step()
+    assert torch.isfinite(theta).all()
+    assert torch.allclose(theta.float(), reference, atol=2e-3)
