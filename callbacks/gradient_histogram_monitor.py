@@ -268,8 +268,9 @@ class GradientHistogramMonitor(_StepMonitor):
                     pending.numel.append(grad.numel())
         if counts:
             pending.tags.insert(0, f"{pending.prefix}log10_abs")
-            pending.counts.insert(0, torch.stack(counts).sum(0))
-            pending.nonzero.insert(0, torch.stack(nonzero).sum())
+            device = counts[0].device  # parameters may live on several devices (model parallelism)
+            pending.counts.insert(0, torch.stack([c.to(device) for c in counts]).sum(0))
+            pending.nonzero.insert(0, torch.stack([n.to(device) for n in nonzero]).sum())
             pending.numel.insert(0, numel)
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None and self.when == "before_clip" and _optimizer_handles_unscaling(optimizer):
@@ -290,7 +291,10 @@ class GradientHistogramMonitor(_StepMonitor):
             if not item.tags:
                 continue
             # the one device-to-host transfer: bucket counts and non-zero counts of every histogram
-            rows = torch.cat([torch.stack(item.counts), torch.stack(item.nonzero)[:, None]], dim=1).cpu().numpy()
+            device = item.counts[0].device
+            bucket_rows = torch.stack([c.to(device) for c in item.counts])
+            nonzero_rows = torch.stack([n.to(device) for n in item.nonzero])
+            rows = torch.cat([bucket_rows, nonzero_rows[:, None]], dim=1).cpu().numpy()
             zeros = np.asarray(item.numel) - rows[:, -1]
             rows, zeros = rows * self.subsample, zeros * self.subsample  # estimates of the full counts
             counts = rows[:, :-1]

@@ -195,7 +195,8 @@ class RectificationMonitor(_StepMonitor):
                 if self.layers is not None:
                     self._layer_statistics(optimizer, group, threshold, layer_stats, layer_rows)
         if layer_stats:
-            values = torch.stack(layer_stats).cpu().tolist()  # one transfer: (std, mean) of log10 l per layer
+            device = layer_stats[0].device  # one transfer per device: (std, mean) of log10 l per layer
+            values = torch.stack([stats.to(device) for stats in layer_stats]).cpu().tolist()
             for (name, log10_r), (std, mean) in zip(layer_rows, values):
                 metrics[f"radam/layer/{name}/adaptive_lr_log10_mean"] = mean
                 metrics[f"radam/layer/{name}/adaptive_lr_log10_std"] = std
