@@ -34,15 +34,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_radam.optim import _check_adam_group, _lazy_state
+from lightning_radam.rectification import _check_beta2
+
 __all__ = ["Adam2k", "linear_warmup", "untuned_linear_warmup", "untuned_exponential_warmup"]
-
-
-def _check_beta2(beta2: float) -> float:
-    if isinstance(beta2, bool) or not isinstance(beta2, (int, float)):
-        raise TypeError(f"Invalid beta2: expected a float, got {beta2!r}")
-    if not 0.0 <= beta2 < 1.0:
-        raise ValueError(f"Invalid beta2: {beta2} (expected 0 <= beta2 < 1)")
-    return float(beta2)
 
 
 def linear_warmup(warmup_steps: float) -> Callable[[int], float]:
@@ -191,20 +186,13 @@ class Adam2k(Optimizer):
         *,
         k: int = 2000,
     ) -> None:
-        if not 0.0 <= lr < math.inf:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps < math.inf:
-            raise ValueError(f"Invalid eps: {eps}")
-        for index, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
-        if not 0.0 <= weight_decay < math.inf:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, k=k)
+        _check_adam_group(defaults)
         if isinstance(k, bool) or not isinstance(k, int):
             raise TypeError(f"Invalid k: expected an int, got {k!r}")
         if not 0 <= k:
             raise ValueError(f"Invalid k: {k} (expected k >= 0)")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, k=k))
+        super().__init__(params, {**defaults, "betas": tuple(betas)})
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
@@ -232,11 +220,7 @@ class Adam2k(Optimizer):
                 grad: Tensor = param.grad
                 if grad.is_sparse:
                     raise RuntimeError("Adam2k does not support sparse gradients")
-                state = self.state[param]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state = _lazy_state(self.state[param], param)
                 state["step"] += 1
                 step = int(state["step"].item())
                 if group["weight_decay"] != 0:

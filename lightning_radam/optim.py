@@ -299,8 +299,8 @@ def _check_bool(name: str, value: Any, optional: bool = False) -> None:
         raise TypeError(f"Invalid {name}: expected {'None or ' if optional else ''}a bool, got {value!r}")
 
 
-def _check_group(group: dict[str, Any]) -> None:
-    """Validate one parameter group's hyper-parameters; each error names the argument and the value."""
+def _check_adam_group(group: dict[str, Any]) -> None:
+    """Validate the Adam hyper-parameters of a group (lr, betas, eps, weight_decay), naming argument and value."""
     lr, betas = group["lr"], group["betas"]
     if isinstance(lr, Tensor) and lr.numel() != 1:
         raise ValueError(f"Invalid learning rate: a Tensor lr must have 1 element, got shape {tuple(lr.shape)}")
@@ -315,13 +315,20 @@ def _check_group(group: dict[str, Any]) -> None:
             raise TypeError(f"Invalid beta parameter at index {index}: expected a float, got {beta!r}")
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
-    for name in ("eps", "weight_decay", "threshold"):
+    for name in ("eps", "weight_decay"):
         if isinstance(group[name], bool) or not isinstance(group[name], (int, float)):
             raise TypeError(f"Invalid {name}: expected a float, got {group[name]!r}")
     if not 0.0 < group["eps"] < math.inf:  # eps = 0 divides 0 by 0 where a gradient element has always been 0
         raise ValueError(f"Invalid eps: {group['eps']} (expected 0 < eps < inf)")
     if not 0.0 <= group["weight_decay"] < math.inf:
         raise ValueError(f"Invalid weight_decay: {group['weight_decay']}")
+
+
+def _check_group(group: dict[str, Any]) -> None:
+    """Validate one RAdam parameter group's hyper-parameters; each error names the argument and the value."""
+    _check_adam_group(group)
+    if isinstance(group["threshold"], bool) or not isinstance(group["threshold"], (int, float)):
+        raise TypeError(f"Invalid threshold: expected a float, got {group['threshold']!r}")
     if not 4.0 <= group["threshold"] < math.inf:
         raise ValueError(f"Invalid threshold: {group['threshold']} (expected 4 <= threshold < inf: r_t is undefined for rho_t <= 4)")
     for name in ("decoupled_weight_decay", "degenerated_to_sgd", "maximize"):
@@ -334,6 +341,15 @@ def _check_group(group: dict[str, Any]) -> None:
         raise ValueError(f"Invalid nonfinite_grad: {group['nonfinite_grad']!r} (expected one of {_NONFINITE_GRAD})")
     if group["foreach"] and group["fused"]:
         raise ValueError("Invalid foreach and fused: at most one of them can be True")
+
+
+def _lazy_state(state: dict[str, Any], param: Tensor) -> dict[str, Any]:
+    """Create a parameter's Adam state on its first step, with torch.optim.RAdam's keys (host-side ``step``)."""
+    if len(state) == 0:
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return state
 
 
 class RAdam(Optimizer):
@@ -547,11 +563,7 @@ class RAdam(Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError("RAdam does not support sparse gradients")
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state = _lazy_state(self.state[p], p)
             params.append(p)
             grads.append(p.grad)
             exp_avgs.append(state["exp_avg"])

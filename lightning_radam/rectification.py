@@ -54,10 +54,11 @@ _STIRLING_MIN_RHO = 20.0
 
 
 def _check_beta2(beta2: float) -> float:
-    beta2 = float(beta2)
+    if isinstance(beta2, bool) or not isinstance(beta2, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Invalid beta2: expected a float, got {beta2!r}")
     if not 0.0 <= beta2 < 1.0:
         raise ValueError(f"Invalid beta2: {beta2} (expected 0 <= beta2 < 1)")
-    return beta2
+    return float(beta2)
 
 
 def _as_float64(x: Any, name: str) -> tuple[Any, str]:

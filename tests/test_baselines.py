@@ -55,7 +55,7 @@ def test_adam2k_freezes_parameters_and_first_moment_for_k_steps(k):
 def test_adam2k_first_adam_step_has_size_lr_for_a_constant_gradient(k):
     # constant gradient g: m_hat = g after the first-moment bias correction from step k + 1, v_hat = g^2
     param = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    optimizer = Adam2k([param], lr=0.1, betas=(0.9, 0.99), eps=0.0, k=k)
+    optimizer = Adam2k([param], lr=0.1, betas=(0.9, 0.99), eps=1e-300, k=k)  # eps must be > 0; this one is negligible
     gradient = torch.tensor([2.0, -3.0, 0.5], dtype=torch.float64)
     for _ in range(k + 1):
         param.grad = gradient.clone()
