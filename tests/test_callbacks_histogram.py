@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from callbacks_helpers import DigitsModel, make_trainer, read_events, scalar_series
+from helpers import DigitsModel, make_trainer, read_events, scalar_series
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 

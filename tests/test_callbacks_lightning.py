@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from callbacks_helpers import DigitsModel, make_trainer, read_events, scalar_series
+from helpers import DigitsModel, make_trainer, read_events, scalar_series
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from tensorboard.plugins.custom_scalar import layout_pb2

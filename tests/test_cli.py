@@ -5,7 +5,7 @@ import glob
 import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import read_events
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -77,8 +77,7 @@ def test_lightning_cli_builds_our_radam_and_callbacks_from_yaml(tmp_path, monkey
     kinds = [type(c) for c in cli.trainer.callbacks]
     assert RectificationMonitor in kinds and GradientHistogramMonitor in kinds
     (events,) = glob.glob(str(tmp_path / "cli" / "version_0" / "events.out.tfevents.*"))
-    accumulator = EventAccumulator(events, size_guidance={"scalars": 0, "histograms": 0})
-    accumulator.Reload()
+    accumulator = read_events(events)
     assert accumulator.Tags()["scalars"] and accumulator.Tags()["histograms"]
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import Classifier, loader, trainer
+from helpers import Classifier, event_log, loader, trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from lightning_radam import RAdam
@@ -37,7 +36,7 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     assert steps == {12.0}
     (two_events,) = (tmp_path / "two" / "tb").rglob("events.out.tfevents.*")  # only rank zero writes
     (one_events,) = (tmp_path / "one" / "tb").rglob("events.out.tfevents.*")
-    two_log, one_log = read_events(two_events), read_events(one_events)
+    two_log, one_log = event_log(two_events), event_log(one_events)
     assert two_log["scalars"].keys() == one_log["scalars"].keys() and two_log["histograms"].keys() == one_log["histograms"].keys()
     assert [s for s, _ in two_log["scalars"]["radam/group0/rho_t"]] == list(range(12))  # once per step, no duplicates
     for tag, points in one_log["scalars"].items():
@@ -47,16 +46,6 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     assert one_log["histograms"]
     for tag, histograms in one_log["histograms"].items():  # the histograms of the all-reduced gradients
         assert two_log["histograms"][tag] == histograms, tag
-
-
-def read_events(path):
-    accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "histograms": 0})
-    accumulator.Reload()
-    tags = accumulator.Tags()
-    return {
-        "scalars": {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags["scalars"]},
-        "histograms": {tag: [(e.step, list(e.histogram_value.bucket)) for e in accumulator.Histograms(tag)] for tag in tags["histograms"]},
-    }
 
 
 @pytest.mark.parametrize("accumulate,clip", [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
@@ -156,7 +145,7 @@ def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp
     logger = TensorBoardLogger(tmp_path, name="full", version=0)
     trainer(tmp_path, max_steps=16, callbacks=[every, *monitors()], enable_checkpointing=True, logger=logger, log_every_n_steps=1).fit(full, ResumableLoader())
     (full_events,) = (tmp_path / "full").rglob("events.out.tfevents.*")
-    full_log = read_events(full_events)
+    full_log = event_log(full_events)
     for resume_step in (3, 11):  # inside the unrectified phase (steps 1-5 skip), and after it, both mid-epoch
         resumed = Classifier(lr=1e-2, lr_schedule="linear")
         logger = TensorBoardLogger(tmp_path, name=f"resume{resume_step}", version=0)
@@ -165,7 +154,7 @@ def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp
         assert t.global_step == 16
         assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters())), resume_step
         (events,) = (tmp_path / f"resume{resume_step}").rglob("events.out.tfevents.*")
-        resumed_log = read_events(events)
+        resumed_log = event_log(events)
         for kind in ("scalars", "histograms"):  # the resumed run logs exactly the remaining steps, bitwise equal
             assert resumed_log[kind].keys() == full_log[kind].keys()
             for tag, points in full_log[kind].items():
