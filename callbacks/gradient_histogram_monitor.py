@@ -61,6 +61,9 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
     if tensor.dtype == torch.bfloat16:
         ids = torch.bitwise_right_shift(tensor.view(torch.int16), 5).bitwise_and_(NUM_BUCKETS - 1)
     else:
+        if tensor.dtype == torch.float64:  # finite values beyond float32's range saturate: they are not inf
+            limit = torch.finfo(torch.float32).max
+            tensor = torch.where(torch.isfinite(tensor), tensor.clamp(-limit, limit), tensor)
         if tensor.dtype != torch.float32:
             tensor = tensor.float()
         ids = torch.bitwise_right_shift(tensor.view(torch.int32), 21).bitwise_and_(NUM_BUCKETS - 1)
@@ -256,7 +259,8 @@ class GradientHistogramMonitor(_StepMonitor):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad if self.subsample == 1 else p.grad.reshape(-1)[step % self.subsample :: self.subsample]
+                offset = (step // self.every_n_steps) % self.subsample  # consecutive *logged* steps cover every element
+                grad = p.grad if self.subsample == 1 else p.grad.reshape(-1)[offset :: self.subsample]
                 counts.append(log2_bucket_counts(grad))
                 nonzero.append(_count_nonzero(grad, counts[-1]))
                 numel += grad.numel()

@@ -125,6 +125,15 @@ def untuned_exponential_warmup(beta2: float) -> Callable[[int], float]:
     return factor
 
 
+def _check_adam2k_group(group: dict[str, Any]) -> None:
+    _check_adam_group(group)
+    k = group["k"]
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"Invalid k: expected an int, got {k!r}")
+    if not 0 <= k:
+        raise ValueError(f"Invalid k: {k} (expected k >= 0)")
+
+
 class Adam2k(Optimizer):
     r"""Adam-2k: Adam whose first ``k`` steps update only the second moment (Liu et al., 2020, section 3.2).
 
@@ -187,12 +196,13 @@ class Adam2k(Optimizer):
         k: int = 2000,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, k=k)
-        _check_adam_group(defaults)
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"Invalid k: expected an int, got {k!r}")
-        if not 0 <= k:
-            raise ValueError(f"Invalid k: {k} (expected k >= 0)")
+        _check_adam2k_group(defaults)
         super().__init__(params, {**defaults, "betas": tuple(betas)})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group, validating its hyper-parameters like the constructor's."""
+        super().add_param_group(param_group)
+        _check_adam2k_group(self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
@@ -221,16 +231,19 @@ class Adam2k(Optimizer):
                 if grad.is_sparse:
                     raise RuntimeError("Adam2k does not support sparse gradients")
                 state = _lazy_state(self.state[param], param)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                if torch.is_complex(param):  # real and imaginary parts as two reals, as torch.optim.Adam
+                    param, grad, exp_avg, exp_avg_sq = (torch.view_as_real(t) for t in (param, grad, exp_avg, exp_avg_sq))
                 state["step"] += 1
                 step = int(state["step"].item())
                 if group["weight_decay"] != 0:
                     grad = grad.add(param, alpha=group["weight_decay"])
-                state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 if step <= k:
                     continue  # estimate v only: the parameter and the first moment stay frozen
-                state["exp_avg"].lerp_(grad, 1 - beta1)
+                exp_avg.lerp_(grad, 1 - beta1)
                 bias_correction1 = 1.0 - beta1 ** (step - k)
                 bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
-                denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(group["eps"])
-                param.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / bias_correction1)
+                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(group["eps"])
+                param.addcdiv_(exp_avg, denom, value=-group["lr"] / bias_correction1)
         return loss

@@ -87,6 +87,15 @@ def _view_real(*tensors: list[Tensor]) -> list[list[Tensor]]:
     return [[torch.view_as_real(t) if t.is_complex() else t for t in ts] for ts in tensors]
 
 
+def _float16_rectified_update_(params: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], eps: float, step_size: float) -> None:
+    """theta -= step_size * m / (sqrt(v) + eps), divided in float32: eps (1e-8) is 0 in float16, and 0 / 0 is NaN."""
+    denom = torch._foreach_sqrt([v.float() for v in exp_avg_sqs])
+    torch._foreach_add_(denom, eps)
+    update = torch._foreach_div([m.float() for m in exp_avgs], denom)
+    torch._foreach_mul_(update, -step_size)
+    torch._foreach_add_(params, [u.to(torch.float16) for u in update])
+
+
 def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, beta1, beta2, lr, weight_decay, eps, decoupled_weight_decay, maximize):
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
         if maximize:
@@ -103,8 +112,8 @@ def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, p
             continue
         if weight_decay != 0 and decoupled_weight_decay:
             param.mul_(1 - lr * weight_decay)
-        if plan.mode == _RECTIFIED and param.dtype == torch.float16:  # eps underflows in float16: divide in float32
-            param.add_(exp_avg.float().div_(exp_avg_sq.float().sqrt_().add_(eps)).mul_(-plan.step_size).to(param.dtype))
+        if plan.mode == _RECTIFIED and param.dtype == torch.float16:
+            _float16_rectified_update_([param], [exp_avg], [exp_avg_sq], eps, plan.step_size)
         elif plan.mode == _RECTIFIED:
             param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-plan.step_size)
         else:
@@ -138,12 +147,8 @@ def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, pl
             bucket_exp_avgs = [device_exp_avgs[i] for i in indices]
             if weight_decay != 0 and decoupled_weight_decay:
                 torch._foreach_mul_(bucket_params, 1 - lr * weight_decay)
-            if plan.mode == _RECTIFIED and bucket_params[0].dtype == torch.float16:  # eps underflows in float16
-                denom = torch._foreach_sqrt([device_exp_avg_sqs[i].float() for i in indices])
-                torch._foreach_add_(denom, eps)
-                update = torch._foreach_div([m.float() for m in bucket_exp_avgs], denom)
-                torch._foreach_mul_(update, -plan.step_size)
-                torch._foreach_add_(bucket_params, [u.to(torch.float16) for u in update])
+            if plan.mode == _RECTIFIED and bucket_params[0].dtype == torch.float16:
+                _float16_rectified_update_(bucket_params, bucket_exp_avgs, [device_exp_avg_sqs[i] for i in indices], eps, plan.step_size)
             elif plan.mode == _RECTIFIED:
                 denom = torch._foreach_sqrt([device_exp_avg_sqs[i] for i in indices])
                 torch._foreach_add_(denom, eps)
@@ -168,6 +173,12 @@ def _fused_unsupported(params: list[Tensor]) -> Optional[str]:
                 f"{', '.join(str(d).removeprefix('torch.') for d in _FUSED_DTYPES)} tensors on {' and '.join(_FUSED_DEVICES)}"
             )
     return None
+
+
+def _require_fused_supported(params: list[Tensor]) -> None:
+    reason = _fused_unsupported(params)
+    if reason is not None:
+        raise RuntimeError(f"RAdam(fused=True) cannot update these parameters: {reason}")
 
 
 def _unscale_grads_(grads: list[Tensor], grad_scale: Optional[Tensor]) -> None:
@@ -273,9 +284,7 @@ def radam(
     if isinstance(lr, Tensor):
         lr = lr.item()  # one host read; a CUDA tensor lr synchronises here, a Python float or CPU tensor does not
     if fused:
-        reason = _fused_unsupported(params)
-        if reason is not None:
-            raise RuntimeError(f"RAdam(fused=True) cannot update these parameters: {reason}")
+        _require_fused_supported(params)
     elif fused is None and foreach is None:
         fused = _fused_unsupported(params) is None  # the default where supported; otherwise fall back silently
     if not fused and foreach is None:
@@ -467,8 +476,8 @@ class RAdam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        *,
         decoupled_weight_decay: bool = False,
+        *,
         threshold: float = 5.0,
         degenerated_to_sgd: bool = False,
         maximize: bool = False,
@@ -496,9 +505,7 @@ class RAdam(Optimizer):
         group = self.param_groups[-1]
         _check_group(group)
         if group["fused"]:
-            reason = _fused_unsupported(group["params"])
-            if reason is not None:
-                raise RuntimeError(f"RAdam(fused=True) cannot update these parameters: {reason}")
+            _require_fused_supported(group["params"])
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_step_supports_amp_scaling": self._step_supports_amp_scaling}
@@ -527,20 +534,31 @@ class RAdam(Optimizer):
         """Load a state of this optimizer or of ``torch.optim.RAdam``.
 
         Keys that a saved group lacks (``threshold`` and ``degenerated_to_sgd`` in a
-        ``torch.optim.RAdam`` checkpoint) keep the values this optimizer was built with.
+        ``torch.optim.RAdam`` checkpoint) keep the values this optimizer was built with, and so do
+        ``foreach`` and ``fused`` when loading a ``torch.optim.RAdam`` checkpoint (they choose an
+        implementation, not the algorithm). The groups are validated before anything is loaded, and
+        :meth:`rectification_stats` restarts empty.
 
         Args:
             state_dict: as returned by :meth:`state_dict` of either optimizer.
+
+        Raises:
+            ValueError: if the saved groups do not match this optimizer's, or hold an invalid value.
         """
         state_dict = dict(state_dict)
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) == len(self.param_groups):
-            state_dict["param_groups"] = [
-                {**{k: v for k, v in group.items() if k != "params"}, **saved} for group, saved in zip(self.param_groups, saved_groups)
-            ]
+            merged = []
+            for group, saved in zip(self.param_groups, saved_groups):
+                current = {k: v for k, v in group.items() if k != "params"}
+                new = {**current, **saved}
+                if "threshold" not in saved:  # a torch.optim.RAdam checkpoint
+                    new["foreach"], new["fused"] = current["foreach"], current["fused"]
+                _check_group(new)
+                merged.append(new)
+            state_dict["param_groups"] = merged
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            _check_group(group)
+        self._stats = []
 
     def rectification_stats(self) -> list[Optional[RectificationStats]]:
         """What the last :meth:`step` did, one entry per parameter group.

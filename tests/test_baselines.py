@@ -9,11 +9,11 @@ from lightning_radam import Adam2k, linear_warmup, untuned_exponential_warmup, u
 
 
 def _quadratic_steps(optimizer, params, steps):
-    """Run ``steps`` steps on sum(p^4 + p) and return the parameter values after each step."""
+    """Run ``steps`` steps on sum(|p|^4 + Re p) and return the parameter values after each step."""
     history = []
     for _ in range(steps):
         optimizer.zero_grad()
-        sum((p.pow(4) + p).sum() for p in params).backward()
+        sum((p.abs().pow(4) + torch.real(p)).sum() for p in params).backward()
         optimizer.step()
         history.append([p.detach().clone() for p in params])
     return history
@@ -21,9 +21,10 @@ def _quadratic_steps(optimizer, params, steps):
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.98)])
-def test_adam2k_with_k_zero_matches_torch_adam(weight_decay, betas):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_adam2k_with_k_zero_matches_torch_adam(weight_decay, betas, dtype):
     torch.manual_seed(0)
-    ours = [torch.randn(5, 3, dtype=torch.float64, requires_grad=True)]
+    ours = [torch.randn(5, 3, dtype=dtype, requires_grad=True)]
     theirs = [ours[0].detach().clone().requires_grad_()]
     a = _quadratic_steps(Adam2k(ours, lr=0.01, betas=betas, weight_decay=weight_decay, k=0), ours, 30)
     b = _quadratic_steps(torch.optim.Adam(theirs, lr=0.01, betas=betas, weight_decay=weight_decay), theirs, 30)
@@ -80,6 +81,8 @@ def test_adam2k_first_adam_step_has_size_lr_for_a_constant_gradient(k):
 def test_adam2k_rejects_invalid_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         Adam2k([torch.zeros(2, requires_grad=True)], **kwargs)
+    with pytest.raises(error, match=match):  # a parameter group is validated like the constructor
+        Adam2k([{"params": [torch.zeros(2, requires_grad=True)], **kwargs}])
 
 
 @pytest.mark.parametrize(

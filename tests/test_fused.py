@@ -155,3 +155,18 @@ def test_float16_zero_gradients_do_not_turn_into_nan(path):
         reference_optimizer.step()
     assert torch.isfinite(theta).all()
     assert torch.allclose(theta.float(), reference, atol=2e-3)
+
+
+@pytest.mark.parametrize("decoupled_weight_decay,kernel", [(False, "_fused_adam_"), (True, "_fused_adamw_")])
+def test_fused_path_runs_torchs_fused_kernel_on_rectified_steps_only(monkeypatch, decoupled_weight_decay, kernel):
+    calls = []
+    original = getattr(torch, kernel)
+    monkeypatch.setattr(torch, kernel, lambda *args, **kwargs: calls.append(kwargs["lr"]) or original(*args, **kwargs))
+    theta = torch.nn.Parameter(torch.ones(8))
+    optimizer = RAdam([theta], lr=1e-2, weight_decay=0.1, decoupled_weight_decay=decoupled_weight_decay)  # fused by default
+    for _ in range(8):
+        theta.grad = torch.ones(8)
+        optimizer.step()
+    assert len(calls) == 3  # steps 6, 7, 8: steps 1-5 are unrectified at threshold 5
+    stats = optimizer.rectification_stats()[0]
+    assert calls[-1] == pytest.approx(1e-2 * stats.r_t)  # lr' = lr * r_t

@@ -164,9 +164,11 @@ def test_radam_matches_plain_algorithm_2(threshold, degenerated_to_sgd, betas, f
     "betas,threshold,first_rectified",
     [((0.9, 0.999), 5.0, 6), ((0.9, 0.999), 4.0, 5), ((0.9, 0.98), 5.0, 6), ((0.9, 0.6), 5.0, None)],
 )
-def test_radam_rectification_stats_and_skipped_updates(betas, threshold, first_rectified):
+@pytest.mark.parametrize("path", [dict(foreach=False), dict(foreach=True), dict(fused=True)], ids=["for-loop", "foreach", "fused"])
+def test_radam_rectification_stats_and_skipped_updates(betas, threshold, first_rectified, path):
     theta = torch.ones(3, dtype=torch.float64, requires_grad=True)
-    optimizer = RAdam([theta], lr=0.1, betas=betas, threshold=threshold)
+    # decoupled weight decay too is skipped in an unrectified step: the parameter is untouched
+    optimizer = RAdam([theta], lr=0.1, betas=betas, threshold=threshold, weight_decay=0.5, decoupled_weight_decay=True, **path)
     assert optimizer.rectification_stats() == [None]
     for t in range(1, 9):
         before = theta.detach().clone()
@@ -283,3 +285,34 @@ def test_radam_state_dict_migrates_to_and_from_torch(first, second):
     assert max_relative_error(other_params, params) <= TOLERANCE
     if second is RAdam:  # our keys that torch lacks keep the values given to the constructor
         assert all(group["degenerated_to_sgd"] and group["threshold"] == 5.0 for group in other.param_groups)
+
+
+def test_radam_takes_torchs_positional_arguments():
+    params = make_params({})
+    ours = RAdam(params, 1e-2, (0.8, 0.99), 1e-6, 0.1, True)
+    theirs = torch.optim.RAdam(params, 1e-2, (0.8, 0.99), 1e-6, 0.1, True)
+    keys = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay")
+    assert [ours.param_groups[0][k] for k in keys] == [theirs.param_groups[0][k] for k in keys]
+
+
+def test_radam_load_state_dict_keeps_its_implementation_and_validates_first():
+    case = {}
+    params = make_params(case)
+    torch_optimizer = torch.optim.RAdam(params, lr=1e-2, foreach=True)
+    for t in range(3):
+        set_grads(params, t, case)
+        torch_optimizer.step()
+    ours = RAdam(params, lr=1e-2, fused=True)
+    ours.load_state_dict(torch_optimizer.state_dict())  # torch's foreach=True does not clash with our fused=True
+    assert ours.param_groups[0]["fused"] is True and ours.param_groups[0]["foreach"] is None
+    assert ours.rectification_stats() == [None]
+    set_grads(params, 3, case)
+    ours.step()
+    assert ours.rectification_stats()[0].step == 4
+
+    fresh = RAdam(make_params(case), lr=1e-2)
+    bad = copy.deepcopy(ours.state_dict())
+    bad["param_groups"][0]["threshold"] = 1.0
+    with pytest.raises(ValueError, match="Invalid threshold: 1.0"):
+        fresh.load_state_dict(bad)
+    assert len(fresh.state) == 0 and fresh.param_groups[0]["threshold"] == 5.0  # nothing was loaded

@@ -71,7 +71,7 @@ def test_finite_gradients_never_produce_non_finite_state(beta1, beta2, eps, lr, 
         theta.grad = pattern * math.cos(t)  # exactly-zero elements, tiny ones and sign changes
         optimizer.step()
         state = optimizer.state[theta]
-        for tensor in (state["exp_avg"], state["exp_avg_sq"], state["step"]):
+        for tensor in (theta, state["exp_avg"], state["exp_avg_sq"], state["step"]):
             assert torch.isfinite(tensor).all()
         stats = optimizer.rectification_stats()[0]
         assert math.isfinite(stats.rho_t) and math.isfinite(stats.r_t)

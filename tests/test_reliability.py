@@ -105,10 +105,14 @@ def test_mixed_dtypes_in_one_group_each_step_in_their_own_precision(foreach):
         for p in params:
             p.grad = torch.ones_like(p)
         optimizer.step()
+    reference_update = 1.0 - params[1].detach()  # float64
+    assert (reference_update > 0.005).all()
     for p in params:
         assert optimizer.state[p]["exp_avg"].dtype == p.dtype
-        assert torch.allclose(p.float(), params[1].float(), rtol=1e-2)  # the same trajectory, to each dtype's precision
-    assert params[1][0].item() < 1.0
+        update = 1.0 - p.detach().double()
+        assert (update > 0).all(), p.dtype  # every dtype moved
+        # the same steps, to each dtype's precision (bfloat16 spaces values near 1 by 2^-7)
+        assert torch.allclose(update, reference_update, rtol=0.05, atol=2 * torch.finfo(p.dtype).eps), p.dtype
 
 
 class ResumableLoader:
