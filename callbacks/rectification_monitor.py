@@ -92,7 +92,8 @@ class RectificationMonitor(_StepMonitor):
     - ``radam/{opt}group{g}/rho_t``, ``radam/{opt}group{g}/r_t`` (0 where ``rho_t <= 4``),
       ``radam/{opt}group{g}/rectified`` (1.0 if ``rho_t > threshold``).
     - ``radam/{opt}group{g}/var_adaptive_lr``, ``radam/{opt}group{g}/var_adaptive_lr_first_order``,
-      ``radam/{opt}group{g}/var_rectified_lr``: only where ``rho_t > 4`` (the variance is infinite below).
+      ``radam/{opt}group{g}/var_rectified_lr``: only where ``rho_t > 4`` (where ``r_t`` and the
+      first-order form are defined).
     - ``radam/layer/{name}/adaptive_lr_log10_mean``, ``radam/layer/{name}/adaptive_lr_log10_std``
       and, on rectified steps, ``radam/layer/{name}/rectified_lr_log10_mean``: for parameters
       matching ``layers``.

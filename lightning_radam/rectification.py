@@ -3,8 +3,10 @@ r"""The variance rectification of RAdam, as pure functions (Liu et al., ICLR 202
 Adam's adaptive learning rate :math:`l_t = \sqrt{(1-\beta_2^t)/v_t}` is estimated from very few
 gradients early in training. Approximating the exponential moving average by a simple moving
 average of length :math:`\rho_t`, :math:`l_t^2` follows a scaled inverse chi-square distribution
-with :math:`\rho_t` degrees of freedom, so the variance of :math:`l_t` is finite only for
-:math:`\rho_t > 4` and decreases towards its minimum at :math:`\rho_\infty`:
+with :math:`\rho_t` degrees of freedom. The variance of :math:`l_t` is finite for
+:math:`\rho_t > 2` and decreases towards its minimum at :math:`\rho_\infty`; its first-order
+approximation :math:`\rho / (2(\rho-2)(\rho-4))`, from which the rectification term is built, is
+defined only for :math:`\rho_t > 4` (the paper's "intractable" region is :math:`\rho_t \le 4`):
 
 .. math::
     \rho_\infty = \frac{2}{1-\beta_2} - 1, \qquad
@@ -13,9 +15,10 @@ with :math:`\rho_t` degrees of freedom, so the variance of :math:`l_t` is finite
 
 Every function works in float64 on Python numbers (returning ``float``), on NumPy arrays
 (returning arrays) and on tensors (returning float64 tensors on the same device). Degenerate
-inputs never produce ``inf`` or ``NaN``: :func:`r_t` is ``0`` wherever the variance is undefined
-(:math:`\rho_t \le 4`, which covers every step when :math:`\beta_2 \le 0.6`), and the variance
-functions reject :math:`\rho \le 4` with a ``ValueError``.
+inputs never produce ``inf`` or ``NaN``: :func:`r_t` is ``0`` wherever it is undefined
+(:math:`\rho_t \le 4`, which covers every step when :math:`\beta_2 \le 0.6`);
+:func:`variance_adaptive_lr` rejects :math:`\rho \le 2` (where the variance is infinite) and
+:func:`variance_adaptive_lr_first_order` rejects :math:`\rho \le 4`, with a ``ValueError``.
 
 Example:
     >>> from lightning_radam.rectification import rho_inf, rho_t, r_t, first_rectified_step
@@ -157,7 +160,7 @@ def r_t(step: Number, beta2: float) -> Number:
     :math:`r_t^2` is the ratio of the first-order variance of the adaptive learning rate at
     :math:`\rho_\infty` to that at :math:`\rho_t`, so :math:`r_t l_t` has the variance of a fully
     converged estimate. It lies in ``(0, 1)`` and tends to 1; where :math:`\rho_t \le 4` the
-    variance is infinite and ``r_t`` is defined as ``0`` (the limit as :math:`\rho_t \to 4^+`).
+    first-order variance is undefined and ``r_t`` is defined as ``0`` (the limit as :math:`\rho_t \to 4^+`).
 
     Args:
         step: the step ``t``, an integer >= 1, or an array/tensor of them.
@@ -177,11 +180,11 @@ def r_t(step: Number, beta2: float) -> Number:
     return _back(_r_t(_rho_t(t, beta2), beta2), kind)
 
 
-def _check_rho(rho: torch.Tensor) -> None:
-    bad = ~(rho > 4.0) | ~torch.isfinite(rho)
+def _check_rho(rho: torch.Tensor, lowest: float, what: str) -> None:
+    bad = ~(rho > lowest) | ~torch.isfinite(rho)
     if bool(bad.any()):
         value = rho[bad].flatten()[0].item()
-        raise ValueError(f"Invalid rho: {value} (the variance of the adaptive learning rate is finite only for 4 < rho < inf)")
+        raise ValueError(f"Invalid rho: {value} ({what} is finite only for {lowest:g} < rho < inf)")
 
 
 def _stirling_tail(z: torch.Tensor) -> torch.Tensor:
@@ -222,10 +225,10 @@ def variance_adaptive_lr(rho: Number) -> Number:
     about ``1e-16 * rho``).
 
     Args:
-        rho: degrees of freedom, > 4 (a number, array or tensor).
+        rho: degrees of freedom, > 2 (a number, array or tensor).
 
     Raises:
-        ValueError: if some ``rho <= 4`` (the variance is infinite there) or is not finite.
+        ValueError: if some ``rho <= 2`` (the variance is infinite there) or is not finite.
         TypeError: if ``rho`` is not a number, array or tensor.
 
     Example:
@@ -233,7 +236,7 @@ def variance_adaptive_lr(rho: Number) -> Number:
         1.002
     """
     value, kind = _as_float64(rho, "rho")
-    _check_rho(value)
+    _check_rho(value, 2.0, "the variance of the adaptive learning rate")
     c = _log_gamma_ratio_term(value)
     # rho/(rho-2) - exp(c) rho/(rho-2) ... rearranged: [2 - (rho - 2) expm1(c)] / (rho - 2)
     return _back((2.0 - (value - 2.0) * torch.expm1(c)) / (value - 2.0), kind)
@@ -249,7 +252,7 @@ def variance_adaptive_lr_first_order(rho: Number) -> Number:
         rho: degrees of freedom, > 4 (a number, array or tensor).
 
     Raises:
-        ValueError: if some ``rho <= 4`` or is not finite.
+        ValueError: if some ``rho <= 4`` (the approximation diverges there) or is not finite.
         TypeError: if ``rho`` is not a number, array or tensor.
 
     Example:
@@ -257,7 +260,7 @@ def variance_adaptive_lr_first_order(rho: Number) -> Number:
         0.375
     """
     value, kind = _as_float64(rho, "rho")
-    _check_rho(value)
+    _check_rho(value, 4.0, "the first-order variance")
     return _back(value / (2.0 * (value - 2.0) * (value - 4.0)), kind)
 
 

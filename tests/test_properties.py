@@ -12,7 +12,7 @@ from lightning_radam.rectification import r_t, rho_inf, rho_t, variance_adaptive
 beta2s = st.floats(min_value=0.0, max_value=0.99999, exclude_max=False)
 rectifiable_beta2s = st.floats(min_value=0.61, max_value=0.99999)
 steps = st.integers(min_value=1, max_value=10**7)
-rhos = st.floats(min_value=4.0, max_value=1e12, exclude_min=True)
+rhos = st.floats(min_value=2.0, max_value=1e12, exclude_min=True)
 
 
 @given(beta2=beta2s, t=steps)
