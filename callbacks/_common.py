@@ -83,6 +83,11 @@ class _StepMonitor(Callback):
         self._last_logged = {int(k): int(v) for k, v in state_dict.get("last_logged", {}).items()}
 
     @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # A new fit starts from step 0: forget the last run's steps (a checkpoint's are restored after this).
+        self._last_logged = {}
+
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.loggers:
             raise MisconfigurationException(f"Cannot use {type(self).__name__} with a Trainer that has no logger.")

@@ -45,7 +45,8 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
     bits ``j``: ``[2^{e-127} (1 + j/4), 2^{e-127} (1 + (j+1)/4))`` for ``1 <= e <= 254``; buckets 0-3
     hold zero and the subnormals, 1020-1023 the infinities and NaNs. float32 and bfloat16 are binned
     from their own bits (bfloat16 is the upper half of float32, so the buckets are the same); other
-    dtypes are converted to float32 first (float64 values beyond float32's range saturate).
+    dtypes are converted to float32 first (finite float64 values beyond float32's range saturate
+    into the largest finite bucket; they are not counted as inf).
 
     Args:
         tensor: a floating-point tensor of any shape.
@@ -107,7 +108,7 @@ _LOG10_LOWER, _LOG10_UPPER = (np.log10(edges) for edges in bucket_edges())
 
 
 def _count_nonzero(tensor: Tensor, counts: Tensor) -> Tensor:
-    # Exact zeros all fall in bucket 0 (with the subnormals below 1.25 * 2^-126). On the CPU that count is
+    # Exact zeros all fall in bucket 0 (with the subnormals below 0.25 * 2^-126 = 2^-128). On the CPU that count is
     # read for free, and when it is 0 the full pass of count_nonzero is skipped; elsewhere reading it would
     # synchronise with the device, so the count is always computed there.
     if tensor.device.type == "cpu" and int(counts[0]) == 0:
@@ -172,7 +173,7 @@ class GradientHistogramMonitor(_StepMonitor):
         prefix: first component of every tag, so that two instances (say, one per ``when``) can
             run together (default: "grad").
         subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
-            them, starting at offset ``step % subsample`` (so ``subsample`` consecutive steps cover
+            them, starting at offset ``(step // every_n_steps) % subsample`` (so ``subsample`` consecutive logged steps cover
             every element once), with all counts (zeros and non-finite included) multiplied by
             ``subsample``: estimates, cheaper by about 1.7x at 4 on a CPU. ``1`` is exact (default: 1).
 
@@ -232,7 +233,7 @@ class GradientHistogramMonitor(_StepMonitor):
         if not self._write_histograms:
             rank_zero_warn(
                 "GradientHistogramMonitor: no TensorBoardLogger in trainer.loggers, so no histograms are written;"
-                f" the scalars {self.prefix}/zeros and {self.prefix}/nonfinite still are."
+                f" the scalars {self.prefix}/[optimizer<i>/]zeros and {self.prefix}/[optimizer<i>/]nonfinite still are."
             )
 
     @override

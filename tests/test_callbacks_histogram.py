@@ -140,12 +140,14 @@ def test_histogram_device_counting_equals_bincount(dtype):
     assert torch.equal(on_device, log2_bucket_counts(values)) and on_device.sum() == values.numel()
 
 
-def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_path):
-    """With subsample=k the offsets of k consecutive steps partition the elements: the mean of the k estimates is exact."""
-    k = 3
+@pytest.mark.parametrize("every_n_steps", [1, 3])
+def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_path, every_n_steps):
+    """With subsample=k the offsets of k consecutive logged steps partition the elements: the mean of the k estimates is exact."""
+    k = 3  # every_n_steps = 3 = k: the offset must rotate with the logged step, not the step
     gradients = known_gradients()
     model = KnownGradientModel(gradients, torch.float32)
-    trainer = make_trainer(tmp_path, [GradientHistogramMonitor(layers="^w$", subsample=k)], max_steps=k)
+    monitor = GradientHistogramMonitor(layers="^w$", subsample=k, every_n_steps=every_n_steps)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=k * every_n_steps)
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
     w = binned_values(model.gradients["w"])
@@ -163,3 +165,11 @@ def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_p
     everything = np.concatenate([w, binned_values(model.gradients["b"])])
     assert np.mean(scalar_series(events, "grad/zeros")[1]) == pytest.approx((everything == 0).sum())
     assert np.mean(scalar_series(events, "grad/nonfinite")[1]) == pytest.approx((~np.isfinite(everything)).sum())
+
+
+def test_histogram_float64_beyond_float32_range_is_finite():
+    values = torch.tensor([1e300, -1e300, 1e-300, float("inf"), float("nan")], dtype=torch.float64)
+    counts = log2_bucket_counts(values)
+    assert counts[1019] == 2  # the largest finite bucket, [1.75, 2) x 2^127
+    assert counts[0] == 1  # below float32's subnormals: with zero and the tiniest values
+    assert counts[1020:].sum() == 2  # only the real inf and NaN

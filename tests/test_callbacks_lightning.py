@@ -125,7 +125,7 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
     for category in layout.category:
         for chart in category.chart:
             for pattern in chart.multiline.tag:
-                quantity = pattern.rstrip("$").rsplit("/", 1)[-1]
+                quantity = re.search(r"(\w+)\$$", pattern).group(1)
                 assert all(tag.endswith("/" + quantity) for tag in scalars if re.search(pattern, tag)), pattern
 
 
@@ -159,3 +159,13 @@ def test_monitors_need_a_logger(tmp_path, callback):
     trainer = make_trainer(tmp_path, [callback()], max_steps=1, logger=False)
     with pytest.raises(MisconfigurationException, match=f"Cannot use {callback.__name__} with a Trainer that has no logger"):
         trainer.fit(DigitsModel())
+
+
+def test_monitors_reused_in_a_new_trainer_log_again(tmp_path):
+    monitors = both()
+    for run in ("first", "second"):
+        trainer = make_trainer(tmp_path / run, monitors, max_steps=3)
+        trainer.fit(DigitsModel())
+        events = read_events(trainer.logger.log_dir)
+        assert scalar_series(events, "radam/group0/rho_t")[0] == [0, 1, 2], run
+        assert [h.step for h in events.Histograms("grad/log10_abs")] == [0, 1, 2], run
