@@ -3,11 +3,15 @@
 import doctest
 import importlib
 import pkgutil
+import re
+from pathlib import Path
 
 import pytest
+from helpers import DigitsModel, make_trainer, read_events
 
 import lightning_radam
 import lightning_radam.callbacks
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 MODULES = sorted(
     {m.name for package in (lightning_radam, lightning_radam.callbacks) for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")}
@@ -24,3 +28,31 @@ def test_docstring_examples_run(name):
 def test_public_names_are_exported():
     for name in ("RAdam", "RAdamMixin", "RectificationStats", "radam", "__version__"):
         assert hasattr(lightning_radam, name)
+
+
+def readme_tag_patterns():
+    """The tags of the README's table, as regular expressions ({opt}, {g}, {name}, {prefix} filled in)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    tags = re.findall(r"^\| `([^`]+)` \| (?:Rectification|Histogram)", readme, flags=re.MULTILINE)
+    fill = {"{opt}": "(optimizer\\d+/)?", "{g}": "\\d+", "{name}": "[^/]+", "{prefix}": "grad"}
+    patterns = []
+    for tag in tags:
+        pattern = re.escape(tag)
+        for placeholder, regex in fill.items():
+            pattern = pattern.replace(re.escape(placeholder), regex)
+        patterns.append((tag, re.compile(pattern + "$")))
+    return patterns
+
+
+def test_readme_lists_exactly_the_tags_the_monitors_log(tmp_path):
+    patterns = readme_tag_patterns()
+    assert len(patterns) >= 10  # the table was found
+    monitors = [RectificationMonitor(layers="weight"), GradientHistogramMonitor(layers="weight")]
+    trainer = make_trainer(tmp_path, monitors, max_steps=7)  # RAdam rectifies from step 6
+    trainer.fit(DigitsModel())
+    events = read_events(trainer.logger.log_dir)
+    logged = [tag for kind in ("scalars", "histograms") for tag in events.Tags()[kind] if tag.startswith(("radam/", "grad/"))]
+    for tag in logged:
+        assert any(pattern.match(tag) for _, pattern in patterns), f"{tag} is logged but not in the README"
+    for tag, pattern in patterns:
+        assert any(pattern.match(logged_tag) for logged_tag in logged), f"{tag} is in the README but never logged"
