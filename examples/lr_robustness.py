@@ -151,11 +151,6 @@ def make_optimizer_factory(method: str, lr: float) -> Callable:
     return recipes[method]
 
 
-def callbacks(args: argparse.Namespace) -> list:
-    """Callbacks attached to every run."""
-    return []
-
-
 def train_one(method: str, lr: float, seed: int, data: tuple, args: argparse.Namespace, directory: Path) -> float:
     """Train one model; returns its test accuracy."""
     x_train, y_train, x_test, y_test = data
@@ -167,7 +162,7 @@ def train_one(method: str, lr: float, seed: int, data: tuple, args: argparse.Nam
     test = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_test, y_test), batch_size=1000)
     logger = TensorBoardLogger(str(directory), name="tensorboard", version=f"{method}_lr{lr:g}/seed{seed}", default_hp_metric=False)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=args.epochs, logger=logger, callbacks=callbacks(args),
+        accelerator="cpu", devices=1, max_epochs=args.epochs, logger=logger,
         log_every_n_steps=args.log_every, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(model, train_dataloaders=train)

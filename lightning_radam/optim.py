@@ -407,8 +407,8 @@ class RAdam(Optimizer):
 
     Implementations. The fused path runs each rectified step through torch's fused Adam kernel
     (CPU and CUDA), as an Adam step with ``lr * r_t`` and ``eps / sqrt(1 - beta2^t)``: it moves the
-    bytes of an Adam step and allocates nothing. The few unrectified steps at the start go through
-    the foreach path. It is the default wherever it applies (float16, bfloat16, float32 and float64
+    bytes of an Adam step and allocates nothing on the CPU (one step scalar per bucket on CUDA).
+    The few unrectified steps at the start go through the foreach path. It is the default wherever it applies (float16, bfloat16, float32 and float64
     parameters on the CPU or CUDA, with neither ``foreach`` nor ``fused`` given); otherwise the
     for-loop (CPU) or foreach (elsewhere) path runs. All paths agree to round-off.
 
