@@ -35,7 +35,9 @@ class ManyTensors(L.LightningModule):
         super().__init__()
         generator = torch.Generator().manual_seed(0)
         size = numel // tensors
-        self.weights = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(size, device=device)) for _ in range(tensors))
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.zeros(size, device=device)) for _ in range(tensors)
+        )
         for p in self.weights:  # gradients spread over six decades, as in a real network
             scale = 10.0 ** -torch.empty(()).uniform_(0.0, 6.0, generator=generator).item()
             p.grad = (torch.randn(size, generator=generator) * scale).to(device)
@@ -51,9 +53,13 @@ def main() -> None:
     parser.add_argument("--params", type=int, default=25_000_000, help="number of parameters (default: 25M)")
     parser.add_argument("--tensors", type=int, default=200, help="number of parameter tensors (default: 200)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions of each step (default: 10)")
-    parser.add_argument("--naive-repeats", type=int, default=2, help="repetitions of the naive add_histogram loop (default: 2)")
+    parser.add_argument(
+        "--naive-repeats", type=int, default=2, help="repetitions of the naive add_histogram loop (default: 2)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads, for every row alike (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads, for every row alike (default: torch's)"
+    )
     args = parser.parse_args()
     device = args.device
     if args.threads is not None:
@@ -67,15 +73,23 @@ def main() -> None:
         for p, q in zip(params, (q for group in adam.param_groups for q in group["params"])):
             q.grad = p.grad
         logger = TensorBoardLogger(log_dir, name="", version=0)
-        trainer = L.Trainer(logger=logger, accelerator=device, devices=1, enable_progress_bar=False, enable_model_summary=False)
+        trainer = L.Trainer(
+            logger=logger, accelerator=device, devices=1, enable_progress_bar=False, enable_model_summary=False
+        )
         trainer.strategy.optimizers = [radam]
         loop = trainer.fit_loop.epoch_loop
         configurations = {
             "both monitors (defaults: scalars, global histogram)": [RectificationMonitor(), GradientHistogramMonitor()],
             "  RectificationMonitor alone": [RectificationMonitor()],
             "  GradientHistogramMonitor alone": [GradientHistogramMonitor()],
-            "both, GradientHistogramMonitor(subsample=4) (estimates)": [RectificationMonitor(), GradientHistogramMonitor(subsample=4)],
-            "both, every tensor's histogram and adaptive-lr statistic": [RectificationMonitor(layers=""), GradientHistogramMonitor(layers="")],
+            "both, GradientHistogramMonitor(subsample=4) (estimates)": [
+                RectificationMonitor(),
+                GradientHistogramMonitor(subsample=4),
+            ],
+            "both, every tensor's histogram and adaptive-lr statistic": [
+                RectificationMonitor(layers=""),
+                GradientHistogramMonitor(layers=""),
+            ],
         }
         for callbacks in configurations.values():
             for callback in callbacks:
@@ -119,12 +133,17 @@ def main() -> None:
             step += 1
             return time.perf_counter() - start
 
-        timed = {"torch.optim.Adam(fused=True) step": adam_step, **{name: monitors(cbs) for name, cbs in configurations.items()}}
+        timed = {
+            "torch.optim.Adam(fused=True) step": adam_step,
+            **{name: monitors(cbs) for name, cbs in configurations.items()},
+        }
         for run in timed.values():  # warm-up
             run()
         samples: dict[str, list[float]] = {name: [] for name in timed}
         shuffle = random.Random(0).shuffle
-        for _ in range(args.repeats):  # interleaved in a new order each time, so that load from other processes hits every row alike
+        for _ in range(
+            args.repeats
+        ):  # interleaved in a new order each time, so that load from other processes hits every row alike
             order = list(timed.items())
             shuffle(order)
             for name, run in order:
@@ -134,16 +153,26 @@ def main() -> None:
         logger.experiment.flush()
 
     median = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
-    adam_ms, both_ms, naive_ms = median["torch.optim.Adam(fused=True) step"], median[next(iter(configurations))], median["naive add_histogram per tensor"]
-    print(f"{args.params / 1e6:g}M float32 parameters in {args.tensors} tensors on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} interleaved repeats ({args.naive_repeats} for the naive loop)\n")
+    adam_ms, both_ms, naive_ms = (
+        median["torch.optim.Adam(fused=True) step"],
+        median[next(iter(configurations))],
+        median["naive add_histogram per tensor"],
+    )
+    print(
+        f"{args.params / 1e6:g}M float32 parameters in {args.tensors} tensors on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} interleaved repeats ({args.naive_repeats} for the naive loop)\n"
+    )
     print("| per step | ms | x Adam step |")
     print("|---|---:|---:|")
     for name, ms in median.items():
-        print(f"| {name.strip() if not name.startswith('  ') else '&nbsp;&nbsp;' + name.strip()} | {ms:.1f} | {ms / adam_ms:.2f} |")
+        print(
+            f"| {name.strip() if not name.startswith('  ') else '&nbsp;&nbsp;' + name.strip()} | {ms:.1f} | {ms / adam_ms:.2f} |"
+        )
     print(f"\nboth monitors / Adam(fused) step: {both_ms / adam_ms:.2f}x (target <= 2x)")
     print(f"naive add_histogram / both monitors: {naive_ms / both_ms:.1f}x faster (target >= 20x)")
     sampled_ms = median["both, GradientHistogramMonitor(subsample=4) (estimates)"]
-    print(f"with subsample=4: {sampled_ms / adam_ms:.2f}x the Adam step, {naive_ms / sampled_ms:.1f}x faster than naive")
+    print(
+        f"with subsample=4: {sampled_ms / adam_ms:.2f}x the Adam step, {naive_ms / sampled_ms:.1f}x faster than naive"
+    )
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def _peers() -> dict[str, Optional[Callable[..., torch.optim.Optimizer]]]:
     return {
         "optimi RAdam (foreach)": optimi and (lambda ps: optimi.RAdam(ps, lr=LR, betas=BETAS, eps=EPS, foreach=True)),
         "optimi RAdam (for-loop)": optimi and (lambda ps: optimi.RAdam(ps, lr=LR, betas=BETAS, eps=EPS, foreach=False)),
-        "pytorch_optimizer RAdam": pytorch_optimizer and (lambda ps: pytorch_optimizer.RAdam(ps, lr=LR, betas=BETAS, eps=EPS)),
+        "pytorch_optimizer RAdam": pytorch_optimizer
+        and (lambda ps: pytorch_optimizer.RAdam(ps, lr=LR, betas=BETAS, eps=EPS)),
     }
 
 
@@ -137,7 +138,9 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def run_shape(name: str, shape_list, factories, *, rounds: int, steps: int, device: str, dtype: torch.dtype, state_budget: float) -> dict[str, Any]:
+def run_shape(
+    name: str, shape_list, factories, *, rounds: int, steps: int, device: str, dtype: torch.dtype, state_budget: float
+) -> dict[str, Any]:
     """Time every path on one shape set; the floor kernels and the paths take turns, step by step."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -152,7 +155,9 @@ def run_shape(name: str, shape_list, factories, *, rounds: int, steps: int, devi
         "a += b": (lambda: torch._foreach_add_(buffers, grads), 3 * size),
         "a += b * c": (lambda: torch._foreach_addcmul_(buffers, grads, params), 4 * size),  # three distinct tensors
     }
-    results: dict[str, dict[str, Any]] = {path: {"skipped": "not installed"} for path, f in factories.items() if f is None}
+    results: dict[str, dict[str, Any]] = {
+        path: {"skipped": "not installed"} for path, f in factories.items() if f is None
+    }
     available = [path for path, f in factories.items() if f is not None]
     # Paths take turns within a chunk, so a burst of load on a shared machine hits them alike; a chunk
     # holds as many optimizers as their state (2 tensors the size of the parameters) lets into the budget.
@@ -202,7 +207,12 @@ def machine() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    info = {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -214,7 +224,11 @@ def print_report(report: dict[str, Any], markdown: bool = False) -> None:
     print(f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}; device {report['device']}, {report['dtype']}; "
           f"fastest of {report['steps']} rectified steps x {report['rounds']} rounds")  # fmt: skip
     header = ("path", "ms/step", "x floor", "x torch RAdam (foreach)", "peak extra MB")
-    row = (lambda cells: "| " + " | ".join(cells) + " |") if markdown else (lambda c: f"  {c[0]:<26}{c[1]:>9}{c[2]:>9}{c[3]:>25}{c[4]:>15}")
+    row = (
+        (lambda cells: "| " + " | ".join(cells) + " |")
+        if markdown
+        else (lambda c: f"  {c[0]:<26}{c[1]:>9}{c[2]:>9}{c[3]:>25}{c[4]:>15}")
+    )
     for shape in report["shapes"]:
         print(f"\n{shape['shape']}: {shape['parameters'] / 1e6:.1f}M parameters in {shape['tensors']} tensors; "
               f"floor {shape['floor_ms']:.1f} ms at {shape['bandwidth_GBps']:.1f} GB/s\n")  # fmt: skip
@@ -228,24 +242,42 @@ def print_report(report: dict[str, Any], markdown: bool = False) -> None:
             ratio = f"{r['x_torch_radam_foreach']:.2f}" if r["x_torch_radam_foreach"] is not None else "-"
             print(row((path, f"{r['ms']:.1f}", f"{r['x_floor']:.2f}", ratio, f"{r['peak_extra_MB']:.1f}")))
         ms = {path: r["ms"] for path, r in shape["paths"].items() if "ms" in r}
-        ours, adam, reference = ms.get("ours RAdam (fused)"), ms.get("torch Adam (fused)"), ms.get("torch RAdam (foreach)")
+        ours, adam, reference = (
+            ms.get("ours RAdam (fused)"),
+            ms.get("torch Adam (fused)"),
+            ms.get("torch RAdam (foreach)"),
+        )
         if ours and adam and reference:
             print(f"{'' if markdown else '  '}ours fused = {ours / adam:.2f}x torch Adam (fused), {shape['paths']['ours RAdam (fused)']['x_floor']:.2f}x the floor, "
                   f"{reference / ours:.1f}x faster than torch RAdam (foreach)")  # fmt: skip
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="parameter shape sets (default: all)")
-    parser.add_argument("--paths", nargs="+", metavar="SUBSTRING", help="only the paths whose name contains one of these")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="parameter shape sets (default: all)"
+    )
+    parser.add_argument(
+        "--paths", nargs="+", metavar="SUBSTRING", help="only the paths whose name contains one of these"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="rounds; each path keeps its fastest step (default: 2)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per path and round (default: 5)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="default: float32")
-    parser.add_argument("--state-budget", type=float, default=2.0, help="GiB of optimizer state alive at once (default: 2)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available, else cpu"
+    )
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="default: float32"
+    )
+    parser.add_argument(
+        "--state-budget", type=float, default=2.0, help="GiB of optimizer state alive at once (default: 2)"
+    )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
-    parser.add_argument("--from-json", metavar="PATH", help="print the table of a saved --json report instead of measuring")
+    parser.add_argument(
+        "--from-json", metavar="PATH", help="print the table of a saved --json report instead of measuring"
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     args = parser.parse_args(argv)
     if args.threads:

@@ -4,8 +4,18 @@ Example:
     >>> from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 """
 
-from lightning_radam.callbacks.gradient_histogram_monitor import GradientHistogramMonitor, bucket_edges, log2_bucket_counts
+from lightning_radam.callbacks.gradient_histogram_monitor import (
+    GradientHistogramMonitor,
+    bucket_edges,
+    log2_bucket_counts,
+)
 from lightning_radam.callbacks.layout import monitoring_layout
 from lightning_radam.callbacks.rectification_monitor import RectificationMonitor
 
-__all__ = ["GradientHistogramMonitor", "RectificationMonitor", "bucket_edges", "log2_bucket_counts", "monitoring_layout"]
+__all__ = [
+    "GradientHistogramMonitor",
+    "RectificationMonitor",
+    "bucket_edges",
+    "log2_bucket_counts",
+    "monitoring_layout",
+]

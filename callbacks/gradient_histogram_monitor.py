@@ -206,7 +206,9 @@ class GradientHistogramMonitor(_StepMonitor):
         if layer_every_n_steps is not None:
             _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
             if layer_every_n_steps % every_n_steps:
-                raise ValueError(f"Invalid layer_every_n_steps: {layer_every_n_steps} (expected a multiple of every_n_steps={every_n_steps})")
+                raise ValueError(
+                    f"Invalid layer_every_n_steps: {layer_every_n_steps} (expected a multiple of every_n_steps={every_n_steps})"
+                )
         self.layer_every_n_steps = layer_every_n_steps or every_n_steps
         if when not in _WHEN:
             raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
@@ -237,7 +239,9 @@ class GradientHistogramMonitor(_StepMonitor):
             )
 
     @override
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         logging = self._logging_step(trainer, optimizer)  # decided on the host before any device work
         if logging is None:
             return
@@ -246,6 +250,7 @@ class GradientHistogramMonitor(_StepMonitor):
         if self.when == "before_clip":
             self._pending[index] = self._collect(trainer, optimizer, index, step, with_layers)
         elif index not in self._hooks:
+
             def read_after_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
                 self._hooks.pop(index).remove()
                 self._pending[index] = self._collect(trainer, opt, index, step, with_layers)
@@ -253,7 +258,9 @@ class GradientHistogramMonitor(_StepMonitor):
             self._hooks[index] = optimizer.register_step_post_hook(read_after_step)
 
     @torch.no_grad()
-    def _collect(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer, index: int, step: int, with_layers: bool) -> _Pending:
+    def _collect(
+        self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer, index: int, step: int, with_layers: bool
+    ) -> _Pending:
         pending = _Pending(prefix=f"{self.prefix}/{_optimizer_prefix(trainer, index)}")
         counts, nonzero, numel = [], [], 0
         for group in optimizer.param_groups:
@@ -283,7 +290,9 @@ class GradientHistogramMonitor(_StepMonitor):
         return pending
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         for handle in self._hooks.values():  # the optimizer step was skipped (GradScaler) or never ran
             handle.remove()
         self._hooks.clear()
@@ -304,7 +313,10 @@ class GradientHistogramMonitor(_StepMonitor):
             rows, zeros = rows * self.subsample, zeros * self.subsample  # estimates of the full counts
             counts = rows[:, :-1]
             counts[:, 0] -= zeros  # bucket 0 holds zero and the smallest subnormals
-            scalars = {f"{item.prefix}zeros": float(zeros[0]), f"{item.prefix}nonfinite": float(counts[0, _FIRST_NONFINITE:].sum())}
+            scalars = {
+                f"{item.prefix}zeros": float(zeros[0]),
+                f"{item.prefix}nonfinite": float(counts[0, _FIRST_NONFINITE:].sum()),
+            }
             _log_scalars(trainer, scalars, step)
             if self._write_histograms:
                 for tag, row in zip(item.tags, counts):

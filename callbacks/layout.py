@@ -24,14 +24,21 @@ def monitoring_layout() -> dict[str, dict[str, list]]:
             "r_t (variance rectification term)": ["Multiline", [r"^radam/(.*/)?r_t$"]],
             "variance of the adaptive learning rate, per unit sigma^2 (log scale)": [
                 "Multiline",
-                [r"^radam/(.*/)?var_adaptive_lr$", r"^radam/(.*/)?var_adaptive_lr_first_order$", r"^radam/(.*/)?var_rectified_lr$"],
+                [
+                    r"^radam/(.*/)?var_adaptive_lr$",
+                    r"^radam/(.*/)?var_adaptive_lr_first_order$",
+                    r"^radam/(.*/)?var_rectified_lr$",
+                ],
             ],
             "rectified and skipped steps": ["Multiline", [r"^radam/(.*/)?rectified$", r"^radam/(.*/)?skipped$"]],
             "adaptive learning rate per layer, log10": [
                 "Multiline",
                 [r"^radam/layer/.*/adaptive_lr_log10_mean$", r"^radam/layer/.*/rectified_lr_log10_mean$"],
             ],
-            "spread of the adaptive learning rate per layer, std of log10": ["Multiline", [r"^radam/layer/.*/adaptive_lr_log10_std$"]],
+            "spread of the adaptive learning rate per layer, std of log10": [
+                "Multiline",
+                [r"^radam/layer/.*/adaptive_lr_log10_std$"],
+            ],
         },
         "RAdam gradients": {
             "exact zeros in the gradients": ["Multiline", [r"/zeros$"]],

@@ -126,7 +126,9 @@ class RectificationMonitor(_StepMonitor):
         trainer = Trainer(callbacks=[RectificationMonitor(layers=r"\.weight$")])
     """
 
-    def __init__(self, every_n_steps: int = 1, layers: Optional[str] = None, threshold: float = 5.0, write_layout: bool = True) -> None:
+    def __init__(
+        self, every_n_steps: int = 1, layers: Optional[str] = None, threshold: float = 5.0, write_layout: bool = True
+    ) -> None:
         super().__init__(every_n_steps)
         self.layers = _compile_pattern(layers, "layers")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -148,7 +150,9 @@ class RectificationMonitor(_StepMonitor):
                 logger.experiment.add_custom_scalars(monitoring_layout())
 
     @override
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         logging = self._logging_step(trainer, optimizer)
         if logging is None or logging[1] in self._pending:
             return  # a second step of the same optimizer in one batch (manual optimization) keeps the first count
@@ -156,12 +160,16 @@ class RectificationMonitor(_StepMonitor):
         if not (_is_radam(optimizer) or _is_adam_like(optimizer)):
             if index not in self._warned:
                 self._warned.add(index)
-                rank_zero_warn(f"RectificationMonitor: optimizer {index} ({type(optimizer).__name__}) has no betas/second moment; it is not monitored.")
+                rank_zero_warn(
+                    f"RectificationMonitor: optimizer {index} ({type(optimizer).__name__}) has no betas/second moment; it is not monitored."
+                )
             return
         self._pending[index] = _Pending(optimizer, [_group_step(optimizer, group) for group in optimizer.param_groups])
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not self._pending:
             return
         step = _logged_step(trainer)
@@ -187,7 +195,9 @@ class RectificationMonitor(_StepMonitor):
                 else:
                     rho, r = rho_t(t, beta2), r_t(t, beta2)
                     rectified = rho > threshold
-                metrics.update({key + "step": float(t), key + "rho_t": rho, key + "r_t": r, key + "rectified": float(rectified)})
+                metrics.update(
+                    {key + "step": float(t), key + "rho_t": rho, key + "r_t": r, key + "rectified": float(rectified)}
+                )
                 if rho > 4.0:
                     variance = variance_adaptive_lr(rho)
                     metrics[key + "var_adaptive_lr"] = variance
@@ -206,7 +216,9 @@ class RectificationMonitor(_StepMonitor):
         _log_scalars(trainer, metrics, step)
 
     @torch.no_grad()
-    def _layer_statistics(self, optimizer: torch.optim.Optimizer, group: dict[str, Any], threshold: float, out: list, rows: list) -> None:
+    def _layer_statistics(
+        self, optimizer: torch.optim.Optimizer, group: dict[str, Any], threshold: float, out: list, rows: list
+    ) -> None:
         beta2, eps = group["betas"][1], group["eps"]
         for p in group["params"]:
             name = self._names.get(id(p))
@@ -217,7 +229,9 @@ class RectificationMonitor(_StepMonitor):
             if t < 1:
                 continue
             # sqrt(1 - beta2^t) / (sqrt(v_t) + eps), in float32 at least, on the parameter's device
-            log10_lr = state["exp_avg_sq"].float().sqrt().add_(eps).reciprocal_().mul_(math.sqrt(1.0 - beta2**t)).log10_()
+            log10_lr = (
+                state["exp_avg_sq"].float().sqrt().add_(eps).reciprocal_().mul_(math.sqrt(1.0 - beta2**t)).log10_()
+            )
             out.append(torch.stack(torch.std_mean(log10_lr, correction=0)))
             rectified = rho_t(t, beta2) > threshold
             rows.append((name, math.log10(r_t(t, beta2)) if rectified else None))

@@ -70,7 +70,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise ValueError(f"Invalid CIFAR-10 batch {path}: data of shape {data.shape} with {len(labels)} labels, expected (N, 3072) and N labels")
+        raise ValueError(
+            f"Invalid CIFAR-10 batch {path}: data of shape {data.shape} with {len(labels)} labels, expected (N, 3072) and N labels"
+        )
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -158,9 +160,13 @@ def train_one(method: str, lr: float, seed: int, data: tuple, args: argparse.Nam
     net = make_cnn(x_train.shape[1], x_train.shape[2], args.width)
     model = Classifier(net, make_optimizer_factory(method, lr))
     generator = torch.Generator().manual_seed(seed)
-    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train, y_train), batch_size=args.batch_size, shuffle=True, generator=generator)
+    train = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x_train, y_train), batch_size=args.batch_size, shuffle=True, generator=generator
+    )
     test = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_test, y_test), batch_size=1000)
-    logger = TensorBoardLogger(str(directory), name="tensorboard", version=f"{method}_lr{lr:g}/seed{seed}", default_hp_metric=False)
+    logger = TensorBoardLogger(
+        str(directory), name="tensorboard", version=f"{method}_lr{lr:g}/seed{seed}", default_hp_metric=False
+    )
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=args.epochs, logger=logger,
         log_every_n_steps=args.log_every, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -171,18 +177,27 @@ def train_one(method: str, lr: float, seed: int, data: tuple, args: argparse.Nam
 
 # ----------------------------------------------------------------------------------------------- study
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS), help="learning rates")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=32, help="channels of the first conv layer (doubling per block)")
-    parser.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (cifar-10-batches-py); default: scikit-learn digits")
-    parser.add_argument("--train-subset", type=int, default=10000, help="with --data-dir: first N training images (0: all 50000)")
+    parser.add_argument(
+        "--data-dir", default=None, help="CIFAR-10 python batches (cifar-10-batches-py); default: scikit-learn digits"
+    )
+    parser.add_argument(
+        "--train-subset", type=int, default=10000, help="with --data-dir: first N training images (0: all 50000)"
+    )
     parser.add_argument("--log-every", type=int, default=10, help="TensorBoard logging interval in steps")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads; 0 for torch's choice (one thread is fastest for these small models on a busy machine)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 0 for torch's choice (one thread is fastest for these small models on a busy machine)",
     )
     parser.add_argument("--output-dir", default="runs/lr_robustness", help="where the PNG and TensorBoard events go")
     args = parser.parse_args(argv)

@@ -31,7 +31,14 @@ from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMon
 class DigitsCNN(RAdamMixin, L.LightningModule):
     """A small convolutional classifier of 8x8 digits, trained with RAdam through the mixin."""
 
-    def __init__(self, lr: float = 3e-3, betas: tuple = (0.9, 0.999), weight_decay: float = 1e-4, lr_schedule: str = "cosine", width: int = 32) -> None:
+    def __init__(
+        self,
+        lr: float = 3e-3,
+        betas: tuple = (0.9, 0.999),
+        weight_decay: float = 1e-4,
+        lr_schedule: str = "cosine",
+        width: int = 32,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(
@@ -67,13 +74,20 @@ def digits_loaders(batch_size: int, seed: int = 0) -> tuple[DataLoader, DataLoad
     split = int(0.8 * len(y))
     train, val = order[:split], order[split:]
     return (
-        DataLoader(TensorDataset(x[train], y[train]), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)),
+        DataLoader(
+            TensorDataset(x[train], y[train]),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        ),
         DataLoader(TensorDataset(x[val], y[val]), batch_size=256),
     )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--max-epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -88,8 +102,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     model = DigitsCNN(lr=args.lr)
     logger = TensorBoardLogger(args.log_dir, name="quickstart")
     # rho_t, r_t and the variance of the adaptive learning rate per step; histograms of log10|g|, global and per weight
-    monitors = [RectificationMonitor(layers=r"weight$"), GradientHistogramMonitor(layers=r"weight$", layer_every_n_steps=10)]
-    trainer = L.Trainer(max_epochs=args.max_epochs, accelerator="cpu", logger=logger, callbacks=monitors, log_every_n_steps=10, enable_model_summary=False)
+    monitors = [
+        RectificationMonitor(layers=r"weight$"),
+        GradientHistogramMonitor(layers=r"weight$", layer_every_n_steps=10),
+    ]
+    trainer = L.Trainer(
+        max_epochs=args.max_epochs,
+        accelerator="cpu",
+        logger=logger,
+        callbacks=monitors,
+        log_every_n_steps=10,
+        enable_model_summary=False,
+    )
     trainer.fit(model, train, val)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print(f"validation accuracy {metrics['val/accuracy']:.4f} after {trainer.global_step} RAdam steps")

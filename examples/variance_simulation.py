@@ -42,11 +42,15 @@ TABLE_STEPS = (6, 100, 1000)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--trajectories", type=int, default=5000, help="independent trajectories per mu")
     parser.add_argument("--steps", type=int, default=6000, help="steps t per trajectory")
     parser.add_argument("--beta2", type=float, default=0.999, help="second-moment decay b2")
-    parser.add_argument("--mus", type=float, nargs="+", default=list(DEFAULT_MUS), help="gradient means mu (g ~ N(mu, 1))")
+    parser.add_argument(
+        "--mus", type=float, nargs="+", default=list(DEFAULT_MUS), help="gradient means mu (g ~ N(mu, 1))"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device for the simulation, e.g. cuda")
     parser.add_argument("--output-dir", default="runs/variance_simulation", help="where PNGs and TensorBoard events go")
@@ -61,7 +65,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def simulate(
-    mus: Sequence[float], trajectories: int, steps: int, beta2: float, seed: int = 0, device: str = "cpu", chunk: int = 64
+    mus: Sequence[float],
+    trajectories: int,
+    steps: int,
+    beta2: float,
+    seed: int = 0,
+    device: str = "cpu",
+    chunk: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample variances of ``l_t`` and ``r_t l_t`` over trajectories.
 
@@ -76,7 +86,17 @@ def simulate(
     bias_correction2 = -torch.expm1(t * np.log(beta2)).to(device)
     for start in range(0, steps, chunk):
         # chunks of steps: one random draw and one variance reduction per chunk, not per step
-        g2 = (mu.unsqueeze(1) + torch.randn(len(mus), min(chunk, steps - start), trajectories, generator=generator, dtype=torch.float64, device=device)).square_()
+        g2 = (
+            mu.unsqueeze(1)
+            + torch.randn(
+                len(mus),
+                min(chunk, steps - start),
+                trajectories,
+                generator=generator,
+                dtype=torch.float64,
+                device=device,
+            )
+        ).square_()
         g2.mul_(1.0 - beta2)
         for i in range(g2.shape[1]):
             v = g2[:, i].add_(v, alpha=beta2)  # v_t = b2 v_{t-1} + (1 - b2) g_t^2, written over g_t^2
@@ -91,7 +111,10 @@ def simulate(
 def table(mus: Sequence[float], var_l: np.ndarray, var_rl: np.ndarray) -> str:
     steps = [t for t in TABLE_STEPS if t < var_l.shape[1]] + [var_l.shape[1]]
     header = ["mu"] + [f"Var[l_t] t={t}" for t in steps] + [f"Var[r_t l_t] t={t}" for t in steps]
-    rows = [[f"{mu:g}"] + [f"{var_l[i, t - 1]:.3e}" for t in steps] + [f"{var_rl[i, t - 1]:.3e}" for t in steps] for i, mu in enumerate(mus)]
+    rows = [
+        [f"{mu:g}"] + [f"{var_l[i, t - 1]:.3e}" for t in steps] + [f"{var_rl[i, t - 1]:.3e}" for t in steps]
+        for i, mu in enumerate(mus)
+    ]
     return markdown_table(header, rows)
 
 
@@ -108,7 +131,7 @@ def plot_over_steps(mus: Sequence[float], var_l: np.ndarray, var_rl: np.ndarray,
         ax.loglog(t[rectified], vrl[rectified], label="Var[$r_t l_t$] (RAdam)")
         ax.set_title(f"g ~ N({mu:g}, 1), $\\beta_2$={beta2:g}")
         ax.set_xlabel("step t")
-    for ax in list(axes.flat)[len(mus):]:
+    for ax in list(axes.flat)[len(mus) :]:
         ax.axis("off")
     axes.flat[0].legend()
     fig.tight_layout()
@@ -134,12 +157,16 @@ def plot_over_rho(var_l_mu0: Optional[np.ndarray], beta2: float):
     return fig
 
 
-def log_tensorboard(directory: Path, mus: Sequence[float], var_l: np.ndarray, var_rl: np.ndarray, figures: dict) -> None:
+def log_tensorboard(
+    directory: Path, mus: Sequence[float], var_l: np.ndarray, var_rl: np.ndarray, figures: dict
+) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     steps = var_l.shape[1]
     # every step up to 100, then about 300 log-spaced steps: the curves, without 12 x steps events
-    logged = np.unique(np.concatenate([np.arange(1, min(steps, 100) + 1), np.geomspace(1, steps, 300).round().astype(int), [steps]]))
+    logged = np.unique(
+        np.concatenate([np.arange(1, min(steps, 100) + 1), np.geomspace(1, steps, 300).round().astype(int), [steps]])
+    )
     with SummaryWriter(str(directory)) as writer:
         for i, mu in enumerate(mus):
             for t in logged:

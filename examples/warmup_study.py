@@ -108,7 +108,9 @@ class CharData:
 class CharTransformer(L.LightningModule):
     """Causal character Transformer with post-LayerNorm blocks (as in Vaswani et al.), no dropout."""
 
-    def __init__(self, vocab_size: int, d_model: int, layers: int, heads: int, seq_len: int, make_optimizer: Callable) -> None:
+    def __init__(
+        self, vocab_size: int, d_model: int, layers: int, heads: int, seq_len: int, make_optimizer: Callable
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         self.position = nn.Embedding(seq_len, d_model)
@@ -155,7 +157,10 @@ def make_optimizer_factory(method: str, args: argparse.Namespace) -> Callable:
         "adam": lambda p: (torch.optim.Adam(p, args.lr, betas=betas), None),
         "adam_warmup": lambda p: (torch.optim.Adam(p, args.lr, betas=betas), linear_warmup(args.warmup_steps)),
         "adam_untuned_warmup": lambda p: (torch.optim.Adam(p, args.lr, betas=betas), untuned_linear_warmup(args.beta2)),
-        "adam_untuned_exp_warmup": lambda p: (torch.optim.Adam(p, args.lr, betas=betas), untuned_exponential_warmup(args.beta2)),
+        "adam_untuned_exp_warmup": lambda p: (
+            torch.optim.Adam(p, args.lr, betas=betas),
+            untuned_exponential_warmup(args.beta2),
+        ),
         "adam_2k": lambda p: (Adam2k(p, args.lr, betas=betas, k=untuned_steps), None),
         "adam_eps": lambda p: (torch.optim.Adam(p, args.lr, betas=betas, eps=args.adam_eps), None),
         "radam_sgd": lambda p: (RAdam(p, args.lr, betas=betas, degenerated_to_sgd=True), None),
@@ -164,21 +169,37 @@ def make_optimizer_factory(method: str, args: argparse.Namespace) -> Callable:
     return recipes[method]
 
 
-METHODS = ("adam", "adam_warmup", "adam_untuned_warmup", "adam_untuned_exp_warmup", "adam_2k", "adam_eps", "radam_sgd", "radam")
+METHODS = (
+    "adam",
+    "adam_warmup",
+    "adam_untuned_warmup",
+    "adam_untuned_exp_warmup",
+    "adam_2k",
+    "adam_eps",
+    "radam_sgd",
+    "radam",
+)
 
 
 def callbacks(args: argparse.Namespace) -> list:
     """Callbacks attached to every run: the paper's gradient histograms, and rho_t / r_t / Var[l] scalars."""
-    return [GradientHistogramMonitor(every_n_steps=args.histogram_every), RectificationMonitor(every_n_steps=args.log_every)]
+    return [
+        GradientHistogramMonitor(every_n_steps=args.histogram_every),
+        RectificationMonitor(every_n_steps=args.log_every),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- study
 def train_one(method: str, seed: int, data: CharData, args: argparse.Namespace, directory: Path) -> CharTransformer:
     L.seed_everything(seed, workers=True, verbose=False)
-    model = CharTransformer(len(data.vocab), args.d_model, args.layers, args.heads, args.seq_len, make_optimizer_factory(method, args))
+    model = CharTransformer(
+        len(data.vocab), args.d_model, args.layers, args.heads, args.seq_len, make_optimizer_factory(method, args)
+    )
     train_batches = data.batches("train", args.steps, args.batch_size, args.seq_len, seed=1000 + seed)
     val_batches = data.batches("val", args.val_batches, args.batch_size, args.seq_len, seed=0)  # the same for every run
-    logger = TensorBoardLogger(str(directory), name="tensorboard", version=f"{method}/seed{seed}", default_hp_metric=False)
+    logger = TensorBoardLogger(
+        str(directory), name="tensorboard", version=f"{method}/seed{seed}", default_hp_metric=False
+    )
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=args.steps, logger=logger, callbacks=callbacks(args),
         log_every_n_steps=args.log_every, enable_checkpointing=False, enable_progress_bar=False,
@@ -197,8 +218,17 @@ def summarise(values: Sequence[float]) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS, metavar="METHOD", help=f"any of {', '.join(METHODS)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=METHODS,
+        metavar="METHOD",
+        help=f"any of {', '.join(METHODS)}",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=400, help="optimizer steps per run")
     parser.add_argument("--layers", type=int, default=6, help="post-LN Transformer blocks")
@@ -216,14 +246,29 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--histogram-every", type=int, default=2, help="gradient histogram interval in steps")
     parser.add_argument("--histogram-steps", type=int, default=60, help="steps shown in gradient_histograms.png")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads; 0 for torch's choice (one thread is fastest for these small models on a busy machine)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 0 for torch's choice (one thread is fastest for these small models on a busy machine)",
     )
     parser.add_argument("--text-file", default=None, help="UTF-8 text to model instead of pydoc_data.topics")
     parser.add_argument("--output-dir", default="runs/warmup_study", help="where the PNG and TensorBoard events go")
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
-    for name in ("steps", "layers", "d_model", "heads", "batch_size", "seq_len", "warmup_steps", "val_batches", "log_every", "histogram_every", "histogram_steps"):
+    for name in (
+        "steps",
+        "layers",
+        "d_model",
+        "heads",
+        "batch_size",
+        "seq_len",
+        "warmup_steps",
+        "val_batches",
+        "log_every",
+        "histogram_every",
+        "histogram_steps",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.d_model % args.heads:
@@ -243,7 +288,14 @@ def plot_curves(runs: dict, steps: int, unigram_entropy: float):
         for k, model in enumerate(models):
             losses = torch.tensor(model.train_losses)
             smooth = losses.unfold(0, window, 1).mean(1) if len(losses) >= window else losses
-            ax.plot(torch.arange(len(smooth)) + window, smooth, color=color, alpha=0.8, lw=1, label=method if k == 0 else None)
+            ax.plot(
+                torch.arange(len(smooth)) + window,
+                smooth,
+                color=color,
+                alpha=0.8,
+                lw=1,
+                label=method if k == 0 else None,
+            )
     ax.axhline(unigram_entropy, color="grey", ls=":", lw=1, label="unigram entropy")
     ax.set_xlabel("step")
     ax.set_ylabel(f"training loss (nats/char, mean of {window} steps)")
@@ -287,18 +339,28 @@ def plot_gradient_histograms(directory: Path, methods: Sequence[str], seed: int,
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharex=True, sharey=True)
     for ax, method in zip(axes.flat, methods):
-        steps, fractions = read_gradient_histograms(directory / "tensorboard" / method / f"seed{seed}", last_step, edges)
+        steps, fractions = read_gradient_histograms(
+            directory / "tensorboard" / method / f"seed{seed}", last_step, edges
+        )
         if steps:
-            ax.pcolormesh(edges, np.arange(len(steps) + 1), np.where(fractions > 0, fractions, np.nan), norm=LogNorm(1e-5, 1.0), shading="flat")
+            ax.pcolormesh(
+                edges,
+                np.arange(len(steps) + 1),
+                np.where(fractions > 0, fractions, np.nan),
+                norm=LogNorm(1e-5, 1.0),
+                shading="flat",
+            )
             ticks = np.arange(0, len(steps), max(1, len(steps) // 5))
             ax.set_yticks(ticks + 0.5, [str(steps[i]) for i in ticks])
         ax.set_title(method, fontsize=9)
         ax.set_xlabel("log10 |g|")
     for ax in axes[:, 0]:
         ax.set_ylabel("optimizer step")
-    for ax in list(axes.flat)[len(methods):]:
+    for ax in list(axes.flat)[len(methods) :]:
         ax.axis("off")
-    fig.suptitle(f"gradient magnitudes over the first {last_step} steps (seed {seed}; colour: fraction of elements)", fontsize=10)
+    fig.suptitle(
+        f"gradient magnitudes over the first {last_step} steps (seed {seed}; colour: fraction of elements)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -320,13 +382,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             model = train_one(method, seed, data, args, directory)
             runs.setdefault(method, []).append(model)
             final = statistics.fmean(model.train_losses[-tail:])
-            print(f"{method:<24} seed {seed}: train {final:.3f}  val {model.val_loss:.3f}  ({time.perf_counter() - run_start:.0f} s)", flush=True)
+            print(
+                f"{method:<24} seed {seed}: train {final:.3f}  val {model.val_loss:.3f}  ({time.perf_counter() - run_start:.0f} s)",
+                flush=True,
+            )
     elapsed = time.perf_counter() - started
 
     stall = data.unigram_entropy - STALL_MARGIN
     train = {m: [statistics.fmean(x.train_losses[-tail:]) for x in models] for m, models in runs.items()}
     val = {m: [x.val_loss for x in models] for m, models in runs.items()}
-    rows = [[m, summarise(train[m]), summarise(val[m]), f"{sum(v > stall for v in train[m])}/{len(train[m])}"] for m in runs]
+    rows = [
+        [m, summarise(train[m]), summarise(val[m]), f"{sum(v > stall for v in train[m])}/{len(train[m])}"] for m in runs
+    ]
     text = markdown_table(["method", f"train loss (last {tail} steps)", "val loss", "stalled"], rows)
     print(
         f"{args.layers} post-LN layers, d={args.d_model}, batch {args.batch_size}x{args.seq_len}, b2={args.beta2}, lr={args.lr}, "
@@ -338,7 +405,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     figures = {
         "loss_curves.png": plot_curves(runs, args.steps, data.unigram_entropy),
-        "gradient_histograms.png": plot_gradient_histograms(directory, list(runs), args.seeds[0], min(args.steps, args.histogram_steps)),
+        "gradient_histograms.png": plot_gradient_histograms(
+            directory, list(runs), args.seeds[0], min(args.steps, args.histogram_steps)
+        ),
     }
     files = []
     for name, fig in figures.items():
@@ -346,7 +415,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         fig.savefig(files[-1], dpi=120)
         plt.close(fig)
     print("wrote", ", ".join(map(str, files)), "and TensorBoard events in", directory / "tensorboard")
-    return dict(train=train, val=val, unigram_entropy=data.unigram_entropy, table=text, files=files, output_dir=directory)
+    return dict(
+        train=train, val=val, unigram_entropy=data.unigram_entropy, table=text, files=files, output_dir=directory
+    )
 
 
 if __name__ == "__main__":

@@ -94,7 +94,9 @@ def untuned_linear_warmup(beta2: float) -> Callable[[int], float]:
     warmup_steps = 2.0 / (1.0 - beta2)
     nearest = round(warmup_steps)
     if abs(warmup_steps - nearest) <= 1e-9 * warmup_steps:
-        warmup_steps = nearest  # 1 - beta2 is inexact in binary (1 - 0.9 = 0.09999999999999998): reach 1 at step 20, not 21
+        warmup_steps = (
+            nearest  # 1 - beta2 is inexact in binary (1 - 0.9 = 0.09999999999999998): reach 1 at step 20, not 21
+        )
     return linear_warmup(warmup_steps)
 
 
@@ -233,7 +235,9 @@ class Adam2k(Optimizer):
                 state = _lazy_state(self.state[param], param)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 if torch.is_complex(param):  # real and imaginary parts as two reals, as torch.optim.Adam
-                    param, grad, exp_avg, exp_avg_sq = (torch.view_as_real(t) for t in (param, grad, exp_avg, exp_avg_sq))
+                    param, grad, exp_avg, exp_avg_sq = (
+                        torch.view_as_real(t) for t in (param, grad, exp_avg, exp_avg_sq)
+                    )
                 state["step"] += 1
                 step = int(state["step"].item())
                 if group["weight_decay"] != 0:

@@ -146,8 +146,14 @@ class RAdamMixin:
             return None
         total = self.trainer.estimated_stepping_batches  # type: ignore[attr-defined]
         if not math.isfinite(total):
-            raise ValueError(f"Invalid lr_schedule: {kind!r} needs a finite number of steps (set max_steps or max_epochs)")
-        return {"scheduler": LambdaLR(optimizer, _Schedule(kind, total, min_lr_ratio)), "interval": "step", "frequency": 1}
+            raise ValueError(
+                f"Invalid lr_schedule: {kind!r} needs a finite number of steps (set max_steps or max_epochs)"
+            )
+        return {
+            "scheduler": LambdaLR(optimizer, _Schedule(kind, total, min_lr_ratio)),
+            "interval": "step",
+            "frequency": 1,
+        }
 
     def configure_optimizers(self) -> Any:
         """Build :class:`~lightning_radam.RAdam` over :meth:`radam_param_groups`, with :meth:`radam_scheduler` if any."""

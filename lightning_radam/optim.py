@@ -50,7 +50,9 @@ class _StepPlan:
     bias_correction2: float  # 1 - b2^t
 
 
-def _plan_step(step: int, beta1: float, beta2: float, lr: float, threshold: float, degenerated_to_sgd: bool) -> _StepPlan:
+def _plan_step(
+    step: int, beta1: float, beta2: float, lr: float, threshold: float, degenerated_to_sgd: bool
+) -> _StepPlan:
     """Host-side float64 coefficients of one step: whether it is rectified, and its step size."""
     rho = _rho_t(torch.tensor(float(step), dtype=torch.float64), beta2)
     r = float(_r_t(rho, beta2))
@@ -87,7 +89,9 @@ def _view_real(*tensors: list[Tensor]) -> list[list[Tensor]]:
     return [[torch.view_as_real(t) if t.is_complex() else t for t in ts] for ts in tensors]
 
 
-def _float16_rectified_update_(params: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], eps: float, step_size: float) -> None:
+def _float16_rectified_update_(
+    params: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], eps: float, step_size: float
+) -> None:
     """theta -= step_size * m / (sqrt(v) + eps), divided in float32: eps (1e-8) is 0 in float16, and 0 / 0 is NaN."""
     denom = torch._foreach_sqrt([v.float() for v in exp_avg_sqs])
     torch._foreach_add_(denom, eps)
@@ -96,7 +100,22 @@ def _float16_rectified_update_(params: list[Tensor], exp_avgs: list[Tensor], exp
     torch._foreach_add_(params, [u.to(torch.float16) for u in update])
 
 
-def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, beta1, beta2, lr, weight_decay, eps, decoupled_weight_decay, maximize):
+def _single_tensor_radam(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    state_steps,
+    *,
+    planner,
+    beta1,
+    beta2,
+    lr,
+    weight_decay,
+    eps,
+    decoupled_weight_decay,
+    maximize,
+):
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
         if maximize:
             grad = -grad
@@ -120,7 +139,22 @@ def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, p
             param.add_(exp_avg, alpha=-plan.step_size)
 
 
-def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, beta1, beta2, lr, weight_decay, eps, decoupled_weight_decay, maximize):
+def _multi_tensor_radam(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    state_steps,
+    *,
+    planner,
+    beta1,
+    beta2,
+    lr,
+    weight_decay,
+    eps,
+    decoupled_weight_decay,
+    maximize,
+):
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
     for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps), _ in grouped.values():
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = _view_real(
@@ -148,7 +182,9 @@ def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, pl
             if weight_decay != 0 and decoupled_weight_decay:
                 torch._foreach_mul_(bucket_params, 1 - lr * weight_decay)
             if plan.mode == _RECTIFIED and bucket_params[0].dtype == torch.float16:
-                _float16_rectified_update_(bucket_params, bucket_exp_avgs, [device_exp_avg_sqs[i] for i in indices], eps, plan.step_size)
+                _float16_rectified_update_(
+                    bucket_params, bucket_exp_avgs, [device_exp_avg_sqs[i] for i in indices], eps, plan.step_size
+                )
             elif plan.mode == _RECTIFIED:
                 denom = torch._foreach_sqrt([device_exp_avg_sqs[i] for i in indices])
                 torch._foreach_add_(denom, eps)
@@ -199,7 +235,23 @@ def _same_dense_layout(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq:
     return param.dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
 
 
-def _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, beta1, beta2, lr, weight_decay, eps, decoupled_weight_decay, maximize, grad_scale=None):
+def _fused_radam(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    state_steps,
+    *,
+    planner,
+    beta1,
+    beta2,
+    lr,
+    weight_decay,
+    eps,
+    decoupled_weight_decay,
+    maximize,
+    grad_scale=None,
+):
     # A rectified step is an Adam step with lr' = lr * r_t and eps' = eps / sqrt(1 - b2^t):
     # sqrt(1-b2^t) / (sqrt(v) + eps) = 1 / (sqrt(v) / sqrt(1-b2^t) + eps'). torch's fused Adam kernel
     # runs it per (device, dtype, step) bucket; the unrectified steps (the first few) take the foreach path.
@@ -213,7 +265,9 @@ def _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, planner, 
             buckets.setdefault((int(step_t.item()) + 1, _same_dense_layout(*tensors)), []).append(i)
         for (step, linear), indices in buckets.items():
             plan = planner(step)
-            bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps = ([ts[i] for i in indices] for ts in device_tensors)
+            bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps = (
+                [ts[i] for i in indices] for ts in device_tensors
+            )
             if plan.mode != _RECTIFIED or not linear:
                 _unscale_grads_(bucket_grads, device_grad_scale)
                 _multi_tensor_radam(
@@ -339,7 +393,9 @@ def _check_group(group: dict[str, Any]) -> None:
     if isinstance(group["threshold"], bool) or not isinstance(group["threshold"], (int, float)):
         raise TypeError(f"Invalid threshold: expected a float, got {group['threshold']!r}")
     if not 4.0 <= group["threshold"] < math.inf:
-        raise ValueError(f"Invalid threshold: {group['threshold']} (expected 4 <= threshold < inf: r_t is undefined for rho_t <= 4)")
+        raise ValueError(
+            f"Invalid threshold: {group['threshold']} (expected 4 <= threshold < inf: r_t is undefined for rho_t <= 4)"
+        )
     for name in ("decoupled_weight_decay", "degenerated_to_sgd", "maximize"):
         _check_bool(name, group[name])
     for name in ("foreach", "fused"):
@@ -593,7 +649,11 @@ class RAdam(Optimizer):
         checked = []  # (group index, parameter index, gradient)
         for group_index, group in enumerate(self.param_groups):
             if group["nonfinite_grad"] != "ignore":
-                checked += [(group_index, i, p.grad) for i, p in enumerate(group["params"]) if p.grad is not None and p.grad.numel() and not p.grad.is_sparse]
+                checked += [
+                    (group_index, i, p.grad)
+                    for i, p in enumerate(group["params"])
+                    if p.grad is not None and p.grad.numel() and not p.grad.is_sparse
+                ]
         if not checked:
             return False
         by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
@@ -603,7 +663,9 @@ class RAdam(Optimizer):
         for indices in by_kind.values():
             # max |g| is inf or NaN exactly where the gradient holds one (unlike the 2-norm, it cannot overflow)
             max_abs = torch.stack(torch._foreach_norm([checked[k][2] for k in indices], math.inf))
-            finite = torch.isfinite(max_abs).tolist()  # one host read per (device, dtype): a synchronisation off the CPU
+            finite = torch.isfinite(
+                max_abs
+            ).tolist()  # one host read per (device, dtype): a synchronisation off the CPU
             bad += [k for k, ok in zip(indices, finite) if not ok]
         raising = sorted(k for k in bad if self.param_groups[checked[k][0]]["nonfinite_grad"] == "raise")
         if raising:

@@ -27,7 +27,9 @@ def digits() -> TensorDataset:
 class DigitsModel(L.LightningModule):
     """A two-layer classifier of sklearn's digits, with its optimizer chosen by the test."""
 
-    def __init__(self, make_optimizer: Optional[Callable] = None, batch_size: int = 32, inf_at_step: Optional[int] = None) -> None:
+    def __init__(
+        self, make_optimizer: Optional[Callable] = None, batch_size: int = 32, inf_at_step: Optional[int] = None
+    ) -> None:
         super().__init__()
         self.hidden = torch.nn.Linear(64, 32)
         self.out = torch.nn.Linear(32, 10)
@@ -53,10 +55,14 @@ class DigitsModel(L.LightningModule):
         return DataLoader(digits(), batch_size=self.batch_size, shuffle=True, generator=generator)
 
 
-def make_trainer(tmp_path: Path, callbacks: list, max_steps: int = 6, logger: Any = "tensorboard", **kwargs: Any) -> L.Trainer:
+def make_trainer(
+    tmp_path: Path, callbacks: list, max_steps: int = 6, logger: Any = "tensorboard", **kwargs: Any
+) -> L.Trainer:
     if logger == "tensorboard":
         logger = TensorBoardLogger(tmp_path, name="", version=0)
-    options = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    options = dict(
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1
+    )
     options.update(kwargs)
     return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=logger, callbacks=callbacks, **options)
 
@@ -72,13 +78,17 @@ def scalar_series(events: event_accumulator.EventAccumulator, tag: str) -> tuple
     points = events.Scalars(tag)
     return [p.step for p in points], np.array([p.value for p in points], dtype=np.float64)
 
+
 def event_log(path: Path) -> dict[str, dict[str, list]]:
     """Every scalar as (step, value) and every histogram as (step, bucket counts), by tag, for equality checks."""
     events = read_events(str(path))
     tags = events.Tags()
     return {
         "scalars": {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags["scalars"]},
-        "histograms": {tag: [(e.step, list(e.histogram_value.bucket)) for e in events.Histograms(tag)] for tag in tags["histograms"]},
+        "histograms": {
+            tag: [(e.step, list(e.histogram_value.bucket)) for e in events.Histograms(tag)]
+            for tag in tags["histograms"]
+        },
     }
 
 
@@ -88,7 +98,9 @@ class Classifier(RAdamMixin, L.LightningModule):
     def __init__(self, **hparams):
         super().__init__()
         self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.BatchNorm1d(32), nn.Linear(32, 4, bias=False))
+        self.net = nn.Sequential(
+            nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.BatchNorm1d(32), nn.Linear(32, 4, bias=False)
+        )
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -105,5 +117,12 @@ def loader(n=256, batch_size=32):
 
 def trainer(tmp_path, **kwargs):
     """A CPU Trainer without logger, progress bar, summary or checkpointing unless asked for."""
-    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    defaults = dict(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     return L.Trainer(**{**defaults, **kwargs})

@@ -98,7 +98,10 @@ def test_histogram_monitor_interval_and_totals(tmp_path):
 def test_histogram_monitor_before_and_after_clipping(tmp_path):
     gradients = known_gradients(finite_only=True, max_log10=3.0)
     model = KnownGradientModel(gradients, torch.float32)
-    monitors = [GradientHistogramMonitor(layers="w"), GradientHistogramMonitor(layers="w", when="after_clip", prefix="grad_clipped")]
+    monitors = [
+        GradientHistogramMonitor(layers="w"),
+        GradientHistogramMonitor(layers="w", when="after_clip", prefix="grad_clipped"),
+    ]
     trainer = make_trainer(tmp_path, monitors, max_steps=2, gradient_clip_val=1.0)
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
@@ -120,7 +123,9 @@ def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_
         L.seed_everything(0)
         model = DigitsModel(lambda params: RAdam(params, lr=1e-2, unscale_in_step=unscale_in_step))
         plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
-        trainer = make_trainer(tmp_path / str(unscale_in_step), [GradientHistogramMonitor()], max_steps=2, plugins=[plugin])
+        trainer = make_trainer(
+            tmp_path / str(unscale_in_step), [GradientHistogramMonitor()], max_steps=2, plugins=[plugin]
+        )
         trainer.fit(model)
         histograms.append([h.histogram_value for h in read_events(trainer.logger.log_dir).Histograms("grad/log10_abs")])
     assert len(histograms[0]) == len(histograms[1]) == 2

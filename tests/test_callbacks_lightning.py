@@ -23,7 +23,10 @@ def both(**histogram_kwargs):
 
 @pytest.mark.parametrize("accumulate, every_n_steps, expected", [(3, 1, [0, 1, 2, 3]), (2, 2, [0, 2])])
 def test_monitors_log_once_per_optimizer_step_under_accumulation(tmp_path, accumulate, every_n_steps, expected):
-    callbacks = [RectificationMonitor(every_n_steps=every_n_steps), GradientHistogramMonitor(every_n_steps=every_n_steps)]
+    callbacks = [
+        RectificationMonitor(every_n_steps=every_n_steps),
+        GradientHistogramMonitor(every_n_steps=every_n_steps),
+    ]
     trainer = make_trainer(tmp_path, callbacks, max_steps=4, accumulate_grad_batches=accumulate)
     trainer.fit(DigitsModel())
     events = read_events(trainer.logger.log_dir)
@@ -44,7 +47,11 @@ def test_monitors_send_scalars_to_csv_and_warn_once_without_tensorboard(tmp_path
     for name in ("radam/group0/rho_t", "radam/group0/skipped", "grad/zeros", "grad/nonfinite"):
         assert name in columns
     cells = [row.split(",") for row in rows]
-    rho = [(int(c[columns.index("step")]), float(c[columns.index("radam/group0/rho_t")])) for c in cells if c[columns.index("radam/group0/rho_t")]]
+    rho = [
+        (int(c[columns.index("step")]), float(c[columns.index("radam/group0/rho_t")]))
+        for c in cells
+        if c[columns.index("radam/group0/rho_t")]
+    ]
     assert rho == [(step, pytest.approx(rho_t(step + 1, 0.98), rel=1e-6)) for step in range(5)]
 
 
@@ -106,7 +113,10 @@ def test_monitors_with_two_optimizers_and_manual_optimization(tmp_path):
     assert scalar_series(events, "radam/optimizer1/group0/step") == ([0, 2, 4, 6], pytest.approx([1, 2, 3, 4]))
     assert [h.step for h in events.Histograms("grad/optimizer0/log10_abs")] == list(range(7))
     assert [h.step for h in events.Histograms("grad/optimizer1/log10_abs")] == [0, 2, 4, 6]
-    assert sorted(tag for tag in events.Tags()["histograms"] if "/layer/" in tag) == ["grad/layer/hidden.weight/log10_abs", "grad/layer/out.weight/log10_abs"]
+    assert sorted(tag for tag in events.Tags()["histograms"] if "/layer/" in tag) == [
+        "grad/layer/hidden.weight/log10_abs",
+        "grad/layer/out.weight/log10_abs",
+    ]
 
 
 def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
@@ -142,7 +152,12 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
         (RectificationMonitor, dict(write_layout=1), TypeError, "Invalid write_layout"),
         (GradientHistogramMonitor, dict(every_n_steps=-2), ValueError, "Invalid every_n_steps: -2"),
         (GradientHistogramMonitor, dict(every_n_steps=True), TypeError, "Invalid every_n_steps"),
-        (GradientHistogramMonitor, dict(every_n_steps=2, layer_every_n_steps=3), ValueError, "Invalid layer_every_n_steps: 3"),
+        (
+            GradientHistogramMonitor,
+            dict(every_n_steps=2, layer_every_n_steps=3),
+            ValueError,
+            "Invalid layer_every_n_steps: 3",
+        ),
         (GradientHistogramMonitor, dict(when="after_step"), ValueError, "Invalid when: 'after_step'"),
         (GradientHistogramMonitor, dict(prefix=""), ValueError, "Invalid prefix: ''"),
         (GradientHistogramMonitor, dict(layers="[a-"), ValueError, r"Invalid layers: '\[a-'"),
@@ -157,7 +172,9 @@ def test_monitors_reject_bad_arguments(callback, kwargs, error, match):
 @pytest.mark.parametrize("callback", [RectificationMonitor, GradientHistogramMonitor])
 def test_monitors_need_a_logger(tmp_path, callback):
     trainer = make_trainer(tmp_path, [callback()], max_steps=1, logger=False)
-    with pytest.raises(MisconfigurationException, match=f"Cannot use {callback.__name__} with a Trainer that has no logger"):
+    with pytest.raises(
+        MisconfigurationException, match=f"Cannot use {callback.__name__} with a Trainer that has no logger"
+    ):
         trainer.fit(DigitsModel())
 
 

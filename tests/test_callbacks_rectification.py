@@ -20,7 +20,9 @@ BETA2S = (0.98, 0.999)  # one per parameter group
 def two_groups(make):
     def build(params):
         params = list(params)
-        return make([{"params": params[:2], "betas": (0.9, BETA2S[0])}, {"params": params[2:], "betas": (0.9, BETA2S[1])}])
+        return make(
+            [{"params": params[:2], "betas": (0.9, BETA2S[0])}, {"params": params[2:], "betas": (0.9, BETA2S[1])}]
+        )
 
     return build
 
@@ -85,7 +87,9 @@ def test_rectification_monitor_diagnoses_adam(tmp_path, make, threshold):
 def test_rectification_monitor_reports_skipped_step(tmp_path, unscale_in_step):
     """A step the GradScaler skips for non-finite gradients advances the Trainer, not the optimizer."""
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
-    model = DigitsModel(lambda params: RAdam(params, lr=1e-2, betas=(0.9, 0.98), unscale_in_step=unscale_in_step), inf_at_step=2)
+    model = DigitsModel(
+        lambda params: RAdam(params, lr=1e-2, betas=(0.9, 0.98), unscale_in_step=unscale_in_step), inf_at_step=2
+    )
     callbacks = [RectificationMonitor(), GradientHistogramMonitor()]
     trainer = make_trainer(tmp_path, callbacks, max_steps=6, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
     trainer.fit(model)
@@ -94,7 +98,9 @@ def test_rectification_monitor_reports_skipped_step(tmp_path, unscale_in_step):
     assert steps == [0, 1, 2, 3, 4, 5]
     assert skipped.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
     for name in ("step", "rho_t", "r_t", "rectified"):
-        assert scalar_series(events, f"radam/group0/{name}")[0] == [0, 1, 3, 4, 5], name  # no point for the skipped step
+        assert scalar_series(events, f"radam/group0/{name}")[0] == [0, 1, 3, 4, 5], (
+            name
+        )  # no point for the skipped step
     assert scalar_series(events, "radam/group0/step")[1].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert model.optimizers().optimizer.rectification_stats()[0].step == 5
     steps, nonfinite = scalar_series(events, "grad/nonfinite")
@@ -120,7 +126,11 @@ def test_rectification_monitor_layer_statistics(tmp_path):
         steps, mean = scalar_series(events, f"radam/layer/{name}/adaptive_lr_log10_mean")
         assert steps == list(range(7))
         np.testing.assert_allclose(mean[-1], log10_lr.mean().item(), rtol=1e-5)
-        np.testing.assert_allclose(scalar_series(events, f"radam/layer/{name}/adaptive_lr_log10_std")[1][-1], log10_lr.std(correction=0).item(), rtol=1e-4)
+        np.testing.assert_allclose(
+            scalar_series(events, f"radam/layer/{name}/adaptive_lr_log10_std")[1][-1],
+            log10_lr.std(correction=0).item(),
+            rtol=1e-4,
+        )
         steps, rectified = scalar_series(events, f"radam/layer/{name}/rectified_lr_log10_mean")
         assert steps == [5, 6]  # t = 6, 7: rectified with threshold 5
         np.testing.assert_allclose(rectified[-1], log10_lr.mean().item() + math.log10(r_t(t, 0.98)), rtol=1e-5)

@@ -69,11 +69,18 @@ def test_lightning_cli_builds_our_radam_and_callbacks_from_yaml(tmp_path, monkey
     monkeypatch.setattr("sys.argv", ["cli"])  # the CLI reads args=..., not pytest's own arguments
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(root=tmp_path))
-    cli = LightningCLI(TinyClassifier, TinyData, args=["fit", "--config", str(config)], save_config_kwargs={"overwrite": True})
+    cli = LightningCLI(
+        TinyClassifier, TinyData, args=["fit", "--config", str(config)], save_config_kwargs={"overwrite": True}
+    )
     optimizer = cli.trainer.optimizers[0]
     assert type(optimizer) is RAdam
     group = optimizer.param_groups[0]
-    assert (group["lr"], tuple(group["betas"]), group["threshold"], group["decoupled_weight_decay"]) == (0.01, (0.9, 0.98), 4.0, True)
+    assert (group["lr"], tuple(group["betas"]), group["threshold"], group["decoupled_weight_decay"]) == (
+        0.01,
+        (0.9, 0.98),
+        4.0,
+        True,
+    )
     kinds = [type(c) for c in cli.trainer.callbacks]
     assert RectificationMonitor in kinds and GradientHistogramMonitor in kinds
     (events,) = glob.glob(str(tmp_path / "cli" / "version_0" / "events.out.tfevents.*"))
@@ -85,7 +92,17 @@ def test_lightning_cli_optimizer_flag_overrides_on_the_command_line(tmp_path, mo
     monkeypatch.setattr("sys.argv", ["cli"])
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(root=tmp_path))
-    args = ["fit", "--config", str(config), "--optimizer", "lightning_radam.RAdam", "--optimizer.lr", "0.002", "--optimizer.degenerated_to_sgd", "true"]
+    args = [
+        "fit",
+        "--config",
+        str(config),
+        "--optimizer",
+        "lightning_radam.RAdam",
+        "--optimizer.lr",
+        "0.002",
+        "--optimizer.degenerated_to_sgd",
+        "true",
+    ]
     cli = LightningCLI(TinyClassifier, TinyData, args=args, save_config_kwargs={"overwrite": True})
     group = cli.trainer.optimizers[0].param_groups[0]
     assert type(cli.trainer.optimizers[0]) is RAdam and group["lr"] == 0.002 and group["degenerated_to_sgd"] is True

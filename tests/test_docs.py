@@ -14,7 +14,11 @@ import lightning_radam.callbacks
 from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 MODULES = sorted(
-    {m.name for package in (lightning_radam, lightning_radam.callbacks) for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")}
+    {
+        m.name
+        for package in (lightning_radam, lightning_radam.callbacks)
+        for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
+    }
     | {"lightning_radam", "lightning_radam.callbacks"}
 )
 
@@ -51,7 +55,9 @@ def test_readme_lists_exactly_the_tags_the_monitors_log(tmp_path):
     trainer = make_trainer(tmp_path, monitors, max_steps=7)  # RAdam rectifies from step 6
     trainer.fit(DigitsModel())
     events = read_events(trainer.logger.log_dir)
-    logged = [tag for kind in ("scalars", "histograms") for tag in events.Tags()[kind] if tag.startswith(("radam/", "grad/"))]
+    logged = [
+        tag for kind in ("scalars", "histograms") for tag in events.Tags()[kind] if tag.startswith(("radam/", "grad/"))
+    ]
     for tag in logged:
         assert any(pattern.match(tag) for _, pattern in patterns), f"{tag} is logged but not in the README"
     for tag, pattern in patterns:

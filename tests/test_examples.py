@@ -25,7 +25,9 @@ def read_scalars(directory):
         accumulator = EventAccumulator(str(events.parent), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            series.setdefault((str(events.parent.relative_to(directory)), tag), []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+            series.setdefault((str(events.parent.relative_to(directory)), tag), []).extend(
+                (e.step, e.value) for e in accumulator.Scalars(tag)
+            )
     return series
 
 
@@ -33,7 +35,20 @@ def read_scalars(directory):
     "name, flags",
     [
         ("variance_simulation", ["--trajectories", "--steps", "--beta2", "--mus", "--output-dir"]),
-        ("warmup_study", ["--methods", "--seeds", "--steps", "--layers", "--d-model", "--lr", "--beta2", "--text-file", "--output-dir"]),
+        (
+            "warmup_study",
+            [
+                "--methods",
+                "--seeds",
+                "--steps",
+                "--layers",
+                "--d-model",
+                "--lr",
+                "--beta2",
+                "--text-file",
+                "--output-dir",
+            ],
+        ),
         ("lr_robustness", ["--methods", "--lrs", "--seeds", "--epochs", "--data-dir", "--output-dir"]),
     ],
 )
@@ -97,7 +112,15 @@ def write_cifar_batches(directory, images_per_batch=4, seed=0):
         data = rng.integers(0, 256, size=(images_per_batch, 3072), dtype=np.uint8)
         labels = rng.integers(0, 10, size=images_per_batch).tolist()
         with open(directory / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": [b"x.png"] * images_per_batch}, f)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": data,
+                    b"filenames": [b"x.png"] * images_per_batch,
+                },
+                f,
+            )
         written[name] = (data, labels)
     return written
 
@@ -106,7 +129,9 @@ def write_cifar_batches(directory, images_per_batch=4, seed=0):
 def test_load_cifar10_reads_python_batches(tmp_path, point_at):
     written = write_cifar_batches(tmp_path / "cifar-10-batches-py")
     lr_robustness = load_example("lr_robustness")
-    x_train, y_train, x_test, y_test = lr_robustness.load_cifar10(tmp_path / "cifar-10-batches-py" if point_at == "batches" else tmp_path)
+    x_train, y_train, x_test, y_test = lr_robustness.load_cifar10(
+        tmp_path / "cifar-10-batches-py" if point_at == "batches" else tmp_path
+    )
     assert x_train.shape == (20, 3, 32, 32) and x_test.shape == (4, 3, 32, 32)
     assert x_train.dtype == np.float32
     first, labels = written["data_batch_1"]
@@ -133,7 +158,24 @@ def test_load_cifar10_rejects_wrong_layout(tmp_path):
 def test_lr_robustness_trains_on_cifar_format_data(tmp_path):
     write_cifar_batches(tmp_path / "cifar", images_per_batch=8)
     result = load_example("lr_robustness").main(
-        ["--data-dir", str(tmp_path / "cifar"), "--methods", "radam", "--lrs", "0.01", "--seeds", "0", "--epochs", "1", "--width", "4", "--log-every", "1", "--output-dir", str(tmp_path / "out")]
+        [
+            "--data-dir",
+            str(tmp_path / "cifar"),
+            "--methods",
+            "radam",
+            "--lrs",
+            "0.01",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--width",
+            "4",
+            "--log-every",
+            "1",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
     )
     assert result["dataset"] == "CIFAR-10"
     assert 0.0 <= result["accuracy"]["radam"][0.01][0] <= 1.0
@@ -145,7 +187,9 @@ def test_lr_robustness_trains_on_cifar_format_data(tmp_path):
 def test_lr_robustness_radam_beats_adam_at_large_learning_rates(tmp_path):
     # The measured default table (README, Results): at lr 0.1 and 0.03 RAdam's test accuracy is above
     # Adam's on every seed (Adam diverges on one seed at 0.1); momentum SGD is best of the three at 0.1.
-    result = load_example("lr_robustness").main(["--methods", "sgd", "adam", "radam", "--lrs", "0.1", "0.03", "--output-dir", str(tmp_path)])
+    result = load_example("lr_robustness").main(
+        ["--methods", "sgd", "adam", "radam", "--lrs", "0.1", "0.03", "--output-dir", str(tmp_path)]
+    )
     accuracy = result["accuracy"]
     assert result["dataset"] == "digits"
     for lr in (0.1, 0.03):
@@ -163,7 +207,20 @@ def test_warmup_study_adam_without_warmup_stalls_where_warmed_up_adam_trains(tmp
     # 2 / (1 - b2) warmup learns. (RAdam stalled on one seed of three in the default table, so its
     # place in the ordering depends on the seed and is not asserted here.)
     study = load_example("warmup_study")
-    result = study.main(["--methods", "adam", "adam_untuned_warmup", "--seeds", "0", "1", "--steps", "200", "--output-dir", str(tmp_path)])
+    result = study.main(
+        [
+            "--methods",
+            "adam",
+            "adam_untuned_warmup",
+            "--seeds",
+            "0",
+            "1",
+            "--steps",
+            "200",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     stall = result["unigram_entropy"] - study.STALL_MARGIN
     assert all(loss > stall for loss in result["train"]["adam"])
     assert all(loss < stall for loss in result["train"]["adam_untuned_warmup"])
@@ -183,7 +240,9 @@ def test_warmup_study_adam_without_warmup_stalls_where_warmed_up_adam_trains(tmp
     for seed in (0, 1):
         medians = {}
         for method in ("adam", "adam_untuned_warmup"):
-            steps, fractions = study.read_gradient_histograms(tmp_path / "tensorboard" / method / f"seed{seed}", 20, edges)
+            steps, fractions = study.read_gradient_histograms(
+                tmp_path / "tensorboard" / method / f"seed{seed}", 20, edges
+            )
             assert steps[0] == 0 and steps[-1] == 20
             medians[method] = [edges[1:][np.searchsorted(np.cumsum(f), 0.5)] for f in (fractions[0], fractions[-1])]
         assert medians["adam"][0] == pytest.approx(medians["adam_untuned_warmup"][0])  # same model, same first batch

@@ -55,7 +55,9 @@ def _run(case, kwargs, dtype, steps=STEPS, scale=1.0, **path):
     for step in range(1, steps + 1):
         for index, p in enumerate(params):
             noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-            frozen = (case == "frozen_then_resumed" and index == 1 and 3 <= step <= 8) or (case == "never_a_grad" and index == 2)
+            frozen = (case == "frozen_then_resumed" and index == 1 and 3 <= step <= 8) or (
+                case == "never_a_grad" and index == 2
+            )
             p.grad = None if frozen else (torch.cos(p.detach().double()) + 0.1 * noise).to(dtype)
             if case == "non_contiguous_param" and p.grad is not None:
                 p.grad = p.grad.contiguous()  # row-major, unlike the transposed parameter and its moments
@@ -83,11 +85,17 @@ def test_fused_matches_for_loop(case, kwargs, dtype, tolerance):
             assert fused.state[p]["step"].device.type == "cpu" and fused.state[p]["step"].dtype == torch.float32
             assert fused.state[p]["step"].item() == loop.state[q]["step"].item()
             for key in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(fused.state[p][key], loop.state[q][key], rtol=tolerance * 10, atol=tolerance * 10)
+                torch.testing.assert_close(
+                    fused.state[p][key], loop.state[q][key], rtol=tolerance * 10, atol=tolerance * 10
+                )
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize(("case", "kwargs"), [CASES[0], CASES[2], CASES[11]], ids=["defaults", "decoupled_weight_decay", "degenerated_to_sgd"])
+@pytest.mark.parametrize(
+    ("case", "kwargs"),
+    [CASES[0], CASES[2], CASES[11]],
+    ids=["defaults", "decoupled_weight_decay", "degenerated_to_sgd"],
+)
 def test_fused_low_precision_as_accurate_as_for_loop(case, kwargs, dtype):
     # In bf16/fp16 both paths round differently; judged against float64, the fused one is no worse.
     reference, _, _ = _run(case, kwargs, torch.float64, steps=20, scale=0.01, fused=False, foreach=False)
@@ -163,7 +171,9 @@ def test_fused_path_runs_torchs_fused_kernel_on_rectified_steps_only(monkeypatch
     original = getattr(torch, kernel)
     monkeypatch.setattr(torch, kernel, lambda *args, **kwargs: calls.append(kwargs["lr"]) or original(*args, **kwargs))
     theta = torch.nn.Parameter(torch.ones(8))
-    optimizer = RAdam([theta], lr=1e-2, weight_decay=0.1, decoupled_weight_decay=decoupled_weight_decay)  # fused by default
+    optimizer = RAdam(
+        [theta], lr=1e-2, weight_decay=0.1, decoupled_weight_decay=decoupled_weight_decay
+    )  # fused by default
     for _ in range(8):
         theta.grad = torch.ones(8)
         optimizer.step()

@@ -10,13 +10,21 @@ from lightning_radam import RAdam
 
 
 def test_mixin_fits_with_radam_built_from_hparams(tmp_path):
-    model = DigitsLike(lr=3e-3, betas=[0.9, 0.98], weight_decay=0.05, threshold=4.0, decoupled_weight_decay=True, nonfinite_grad="skip")
+    model = DigitsLike(
+        lr=3e-3, betas=[0.9, 0.98], weight_decay=0.05, threshold=4.0, decoupled_weight_decay=True, nonfinite_grad="skip"
+    )
     t = trainer(tmp_path, max_steps=12)
     t.fit(model, loader())
     optimizer = t.optimizers[0]
     assert type(optimizer) is RAdam and t.global_step == 12
     for group in optimizer.param_groups:
-        assert (group["lr"], group["betas"], group["threshold"], group["decoupled_weight_decay"], group["nonfinite_grad"]) == (3e-3, (0.9, 0.98), 4.0, True, "skip")
+        assert (
+            group["lr"],
+            group["betas"],
+            group["threshold"],
+            group["decoupled_weight_decay"],
+            group["nonfinite_grad"],
+        ) == (3e-3, (0.9, 0.98), 4.0, True, "skip")
     assert optimizer.rectification_stats()[0].step == 12
 
 
@@ -25,14 +33,22 @@ def test_mixin_excludes_biases_and_norm_parameters_from_weight_decay():
     decay, no_decay = model.radam_param_groups()
     names = {id(p): n for n, p in model.named_parameters()}
     assert sorted(names[id(p)] for p in decay["params"]) == ["net.0.weight", "net.4.weight"]
-    assert sorted(names[id(p)] for p in no_decay["params"]) == ["net.0.bias", "net.1.bias", "net.1.weight", "net.3.bias", "net.3.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == [
+        "net.0.bias",
+        "net.1.bias",
+        "net.1.weight",
+        "net.3.bias",
+        "net.3.weight",
+    ]
     assert "weight_decay" not in decay and no_decay["weight_decay"] == 0.0
 
 
 def test_mixin_uses_radam_defaults_when_hparams_are_absent():
     optimizer = DigitsLike().configure_optimizers()
     reference = RAdam([torch.zeros(1, requires_grad=True)])
-    assert {k: v for k, v in optimizer.param_groups[0].items() if k != "params"} == {k: v for k, v in reference.param_groups[0].items() if k != "params"}
+    assert {k: v for k, v in optimizer.param_groups[0].items() if k != "params"} == {
+        k: v for k, v in reference.param_groups[0].items() if k != "params"
+    }
 
 
 def test_mixin_frozen_parameters_are_left_out():
@@ -82,8 +98,12 @@ def test_mixin_rejects_callables_in_hparams():
 def test_mixin_checkpoint_resumes_exactly(tmp_path):
     L.seed_everything(0)
     full = DigitsLike(lr=5e-3, lr_schedule="cosine")
-    every_4 = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, filename="{step}")
-    trainer(tmp_path, max_steps=10, callbacks=[every_4], enable_checkpointing=True).fit(full, loader(n=128))  # 4 steps an epoch
+    every_4 = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, filename="{step}"
+    )
+    trainer(tmp_path, max_steps=10, callbacks=[every_4], enable_checkpointing=True).fit(
+        full, loader(n=128)
+    )  # 4 steps an epoch
 
     resumed = DigitsLike(lr=5e-3, lr_schedule="cosine")
     t = trainer(tmp_path / "resumed", max_steps=10)

@@ -35,7 +35,11 @@ def _backward(model, seed=0, scaler=None):
 
 def _snapshot(model, optimizer):
     params = [p.detach().clone() for p in model.parameters()]
-    state = {i: {k: v.clone() for k, v in optimizer.state[p].items()} for i, p in enumerate(model.parameters()) if p in optimizer.state}
+    state = {
+        i: {k: v.clone() for k, v in optimizer.state[p].items()}
+        for i, p in enumerate(model.parameters())
+        if p in optimizer.state
+    }
     return params, state, optimizer.rectification_stats()
 
 
@@ -84,7 +88,9 @@ def test_nonfinite_raise_names_the_parameter_and_updates_nothing(path, bad, name
     model[2].bias.grad[1] = bad
     before = _snapshot(model, optimizer)
     name = r" \('2.bias'\)" if named else ""
-    with pytest.raises(RuntimeError, match=rf"non-finite gradient .* in parameter 3{name} of parameter group 0; nothing was updated"):
+    with pytest.raises(
+        RuntimeError, match=rf"non-finite gradient .* in parameter 3{name} of parameter group 0; nothing was updated"
+    ):
         optimizer.step()
     _assert_same(_snapshot(model, optimizer), before)
 

@@ -153,7 +153,9 @@ def test_radam_matches_plain_algorithm_2(threshold, degenerated_to_sgd, betas, f
     start = [0.3, -1.2, 2.0, 0.0, 5.0]
     expected = paper_algorithm_2(start, reference_grad, 60, 0.05, *betas, 1e-8, threshold, degenerated_to_sgd)
     theta = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    optimizer = RAdam([theta], lr=0.05, betas=betas, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd, foreach=foreach)
+    optimizer = RAdam(
+        [theta], lr=0.05, betas=betas, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd, foreach=foreach
+    )
     for t in range(60):
         theta.grad = torch.tensor(reference_grad(theta.tolist(), t), dtype=torch.float64)
         optimizer.step()
@@ -164,11 +166,15 @@ def test_radam_matches_plain_algorithm_2(threshold, degenerated_to_sgd, betas, f
     "betas,threshold,first_rectified",
     [((0.9, 0.999), 5.0, 6), ((0.9, 0.999), 4.0, 5), ((0.9, 0.98), 5.0, 6), ((0.9, 0.6), 5.0, None)],
 )
-@pytest.mark.parametrize("path", [dict(foreach=False), dict(foreach=True), dict(fused=True)], ids=["for-loop", "foreach", "fused"])
+@pytest.mark.parametrize(
+    "path", [dict(foreach=False), dict(foreach=True), dict(fused=True)], ids=["for-loop", "foreach", "fused"]
+)
 def test_radam_rectification_stats_and_skipped_updates(betas, threshold, first_rectified, path):
     theta = torch.ones(3, dtype=torch.float64, requires_grad=True)
     # decoupled weight decay too is skipped in an unrectified step: the parameter is untouched
-    optimizer = RAdam([theta], lr=0.1, betas=betas, threshold=threshold, weight_decay=0.5, decoupled_weight_decay=True, **path)
+    optimizer = RAdam(
+        [theta], lr=0.1, betas=betas, threshold=threshold, weight_decay=0.5, decoupled_weight_decay=True, **path
+    )
     assert optimizer.rectification_stats() == [None]
     for t in range(1, 9):
         before = theta.detach().clone()
@@ -263,7 +269,9 @@ def test_radam_state_dict_mid_warmup_reproduces_the_trajectory_exactly():
     assert resumed_optimizer.rectification_stats() == optimizer.rectification_stats()
 
 
-@pytest.mark.parametrize("first,second", [(RAdam, torch.optim.RAdam), (torch.optim.RAdam, RAdam)], ids=["ours_to_torch", "torch_to_ours"])
+@pytest.mark.parametrize(
+    "first,second", [(RAdam, torch.optim.RAdam), (torch.optim.RAdam, RAdam)], ids=["ours_to_torch", "torch_to_ours"]
+)
 def test_radam_state_dict_migrates_to_and_from_torch(first, second):
     case = {"groups": True}
     params = make_params(case)

@@ -60,7 +60,9 @@ def test_first_order_over_exact_tends_to_one(rho):
     grads=st.lists(st.floats(min_value=-1e15, max_value=1e15), min_size=3, max_size=3),
     scale=st.sampled_from([0.0, 1e-30, 1.0, 1e-3]),
 )
-def test_finite_gradients_never_produce_non_finite_state(beta1, beta2, eps, lr, weight_decay, decoupled, degenerated_to_sgd, threshold, foreach, n_steps, dtype, grads, scale):
+def test_finite_gradients_never_produce_non_finite_state(
+    beta1, beta2, eps, lr, weight_decay, decoupled, degenerated_to_sgd, threshold, foreach, n_steps, dtype, grads, scale
+):
     theta = torch.zeros(6, dtype=dtype, requires_grad=True)
     optimizer = RAdam(
         [theta], lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay * 1e-3, decoupled_weight_decay=decoupled,

@@ -19,5 +19,9 @@ def test_quickstart_learns_digits_and_writes_tensorboard_events(tmp_path, monkey
     events = list((tmp_path / "quickstart").glob("version_*/events.out.tfevents.*"))
     assert len(events) == 1
     accumulator = read_events(events[0])
-    assert {"train/loss", "val/accuracy", "radam/group0/rho_t", "radam/group0/r_t"} <= set(accumulator.Tags()["scalars"])
-    assert [e.step for e in accumulator.Histograms("grad/log10_abs")] == list(range(90))  # 45 steps an epoch, every step
+    assert {"train/loss", "val/accuracy", "radam/group0/rho_t", "radam/group0/r_t"} <= set(
+        accumulator.Tags()["scalars"]
+    )
+    assert [e.step for e in accumulator.Histograms("grad/log10_abs")] == list(
+        range(90)
+    )  # 45 steps an epoch, every step

@@ -24,7 +24,18 @@ def plain_r_t(t, beta2):
 
 @pytest.mark.parametrize(
     "step,beta2",
-    [(5, 0.999), (6, 0.999), (10, 0.999), (100, 0.999), (1000, 0.999), (6, 0.98), (50, 0.98), (6, 0.9), (40, 0.9), (20, 0.7)],
+    [
+        (5, 0.999),
+        (6, 0.999),
+        (10, 0.999),
+        (100, 0.999),
+        (1000, 0.999),
+        (6, 0.98),
+        (50, 0.98),
+        (6, 0.9),
+        (40, 0.9),
+        (20, 0.7),
+    ],
 )
 def test_r_t_at_known_steps(step, beta2):
     assert r_t(step, beta2) == pytest.approx(plain_r_t(step, beta2), rel=1e-12)
@@ -46,7 +57,9 @@ def test_math_on_arrays_matches_scalars(make):
     assert isinstance(out, torch.Tensor if make is torch.tensor else np.ndarray)
     assert np.asarray(out).tolist() == [r_t(s, 0.999) for s in steps]
     assert np.asarray(rho_t(make(steps), 0.999)).tolist() == [rho_t(s, 0.999) for s in steps]
-    assert np.asarray(variance_adaptive_lr(make(rhos))).tolist() == pytest.approx([variance_adaptive_lr(r) for r in rhos], rel=1e-15)
+    assert np.asarray(variance_adaptive_lr(make(rhos))).tolist() == pytest.approx(
+        [variance_adaptive_lr(r) for r in rhos], rel=1e-15
+    )
 
 
 def test_math_keeps_the_tensor_device_and_returns_float64():
@@ -66,7 +79,17 @@ def test_exact_variance_matches_monte_carlo(rho):
 
 
 # High-precision values of rho * [1/(rho-2) - Gamma((rho-1)/2)^2 / (2 Gamma(rho/2)^2)] (mpmath, 50 digits).
-EXACT_VARIANCE = [(2.5, 2.715267094777682), (3.0, 1.090140682897256), (4.0, 0.4292036732051034), (5.0, 0.2519560614053748), (6.0, 0.17464059926680597), (20.0, 0.030424084730115004), (25.0, 0.02336723022656316), (100.0, 0.005192815749292184), (1999.0, 0.00025059493183033065)]
+EXACT_VARIANCE = [
+    (2.5, 2.715267094777682),
+    (3.0, 1.090140682897256),
+    (4.0, 0.4292036732051034),
+    (5.0, 0.2519560614053748),
+    (6.0, 0.17464059926680597),
+    (20.0, 0.030424084730115004),
+    (25.0, 0.02336723022656316),
+    (100.0, 0.005192815749292184),
+    (1999.0, 0.00025059493183033065),
+]
 
 
 @pytest.mark.parametrize("rho,expected", EXACT_VARIANCE)
@@ -97,7 +120,19 @@ def test_variance_decreases_in_rho():
 
 @pytest.mark.parametrize(
     "beta2,threshold,expected",
-    [(0.999, 5.0, 6), (0.999, 4.0, 5), (0.9995, 5.0, 6), (0.9, 5.0, 6), (0.9, 4.0, 5), (0.98, 5.0, 6), (0.7, 5.0, 10), (0.6, 5.0, None), (0.6, 4.0, None), (0.0, 4.0, None), (0.999, 1000.0, 1257)],
+    [
+        (0.999, 5.0, 6),
+        (0.999, 4.0, 5),
+        (0.9995, 5.0, 6),
+        (0.9, 5.0, 6),
+        (0.9, 4.0, 5),
+        (0.98, 5.0, 6),
+        (0.7, 5.0, 10),
+        (0.6, 5.0, None),
+        (0.6, 4.0, None),
+        (0.0, 4.0, None),
+        (0.999, 1000.0, 1257),
+    ],
 )
 def test_first_rectified_step(beta2, threshold, expected):
     assert first_rectified_step(beta2, threshold) == expected

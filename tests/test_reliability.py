@@ -20,7 +20,14 @@ HERE = Path(__file__).resolve().parent
 
 def run_script(*args, cwd):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, str(HERE / "ddp_script.py"), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(HERE / "ddp_script.py"), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -31,13 +38,18 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     rank1 = torch.load(tmp_path / "two" / "rank1.pt")
     for p2, p1, q in zip(two["params"], one["params"], rank1["params"]):
         assert torch.equal(p2, q)  # ranks stay in sync
-        assert ((p2 - p1).abs().max() / p1.abs().max()).item() < 1e-12  # float64: all-reduce order is the only difference
+        assert (
+            (p2 - p1).abs().max() / p1.abs().max()
+        ).item() < 1e-12  # float64: all-reduce order is the only difference
     steps = {s["step"].item() for s in two["optimizer"]["state"].values()}
     assert steps == {12.0}
     (two_events,) = (tmp_path / "two" / "tb").rglob("events.out.tfevents.*")  # only rank zero writes
     (one_events,) = (tmp_path / "one" / "tb").rglob("events.out.tfevents.*")
     two_log, one_log = event_log(two_events), event_log(one_events)
-    assert two_log["scalars"].keys() == one_log["scalars"].keys() and two_log["histograms"].keys() == one_log["histograms"].keys()
+    assert (
+        two_log["scalars"].keys() == one_log["scalars"].keys()
+        and two_log["histograms"].keys() == one_log["histograms"].keys()
+    )
     assert [s for s, _ in two_log["scalars"]["radam/group0/rho_t"]] == list(range(12))  # once per step, no duplicates
     for tag, points in one_log["scalars"].items():
         if tag.startswith("radam/") and "layer" not in tag:  # rho_t, r_t, variances: once per step, equal
@@ -99,7 +111,10 @@ def test_grad_scaler_skipped_step_leaves_radam_untouched():
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_mixed_dtypes_in_one_group_each_step_in_their_own_precision(foreach):
-    params = [torch.ones(3, dtype=dtype, requires_grad=True) for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)]
+    params = [
+        torch.ones(3, dtype=dtype, requires_grad=True)
+        for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+    ]
     optimizer = RAdam(params, lr=0.1, foreach=foreach)
     for _ in range(8):
         for p in params:
@@ -145,9 +160,18 @@ def monitors():
 def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp_path):
     L.seed_everything(0)
     full = Classifier(lr=1e-2, lr_schedule="linear")
-    every = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}")
+    every = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}"
+    )
     logger = TensorBoardLogger(tmp_path, name="full", version=0)
-    trainer(tmp_path, max_steps=16, callbacks=[every, *monitors()], enable_checkpointing=True, logger=logger, log_every_n_steps=1).fit(full, ResumableLoader())
+    trainer(
+        tmp_path,
+        max_steps=16,
+        callbacks=[every, *monitors()],
+        enable_checkpointing=True,
+        logger=logger,
+        log_every_n_steps=1,
+    ).fit(full, ResumableLoader())
     (full_events,) = (tmp_path / "full").rglob("events.out.tfevents.*")
     full_log = event_log(full_events)
     for resume_step in (3, 11):  # inside the unrectified phase (steps 1-5 skip), and after it, both mid-epoch
