@@ -10,22 +10,24 @@ two CPU cores with the defaults.
 Example:
     python examples/quickstart.py
     python examples/quickstart.py --max-epochs 5 --log-dir runs
-    tensorboard --logdir runs
+    python -m tensorboard.main --logdir runs
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Sequence
+import shlex
+import sys
+from collections.abc import Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_radam import RAdamMixin
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 
 class DigitsCNN(RAdamMixin, L.LightningModule):
@@ -84,7 +86,7 @@ def digits_loaders(batch_size: int, seed: int = 0) -> tuple[DataLoader, DataLoad
     )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -113,11 +115,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         callbacks=monitors,
         log_every_n_steps=10,
         enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),  # in a log file or CI, a bar is thousands of lines
     )
     trainer.fit(model, train, val)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print(f"validation accuracy {metrics['val/accuracy']:.4f} after {trainer.global_step} RAdam steps")
-    print(f"TensorBoard logs written to {logger.log_dir}; view them with:\n    tensorboard --logdir {args.log_dir}")
+    # This interpreter's own TensorBoard: a bare `tensorboard` is not on PATH when the package lives in a venv
+    command = f"{shlex.quote(sys.executable)} -m tensorboard.main --logdir {shlex.quote(args.log_dir)}"
+    print(f"TensorBoard logs written to {logger.log_dir}; view them with:\n    {command}")
     return metrics
 
 

@@ -1,9 +1,12 @@
 """The quick-start example trains a real model and writes TensorBoard event files."""
 
 import runpy
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
+import tensorboard
 from helpers import read_events
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
@@ -13,7 +16,12 @@ def test_quickstart_learns_digits_and_writes_tensorboard_events(tmp_path, monkey
     monkeypatch.setattr(sys, "argv", [str(EXAMPLE), "--max-epochs", "2", "--log-dir", str(tmp_path)])
     runpy.run_path(str(EXAMPLE), run_name="__main__")
     out = capsys.readouterr().out
-    assert f"tensorboard --logdir {tmp_path}" in out
+    # the printed command works as printed: this interpreter's TensorBoard, not a `tensorboard` on PATH
+    command = out.split("view them with:\n")[1].splitlines()[0].strip()
+    assert command == f"{shlex.quote(sys.executable)} -m tensorboard.main --logdir {shlex.quote(str(tmp_path))}"
+    version = subprocess.run([*shlex.split(command), "--version_tb"], capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == tensorboard.__version__
     accuracy = float(out.split("validation accuracy ")[1].split()[0])
     assert accuracy > 0.8  # ten classes: chance is 0.1
     events = list((tmp_path / "quickstart").glob("version_*/events.out.tfevents.*"))
