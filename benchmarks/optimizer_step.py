@@ -3,8 +3,9 @@
 For each parameter shape set, every path steps the same parameters and gradients. Reported per path:
 the time of a step in the rectified phase (ms/step: the fastest of ``--steps`` steps in each of
 ``--rounds`` rounds, the least disturbed measurement on a shared machine; paths and floor kernels
-take turns step by step, as many at once as ``--state-budget`` allows), its ratio to the bandwidth floor and to ``torch.optim.RAdam(foreach=True)``, and the peak
-memory a step allocates beyond the optimizer's state (over the first steps, unrectified ones included).
+take turns step by step, as many at once as ``--state-budget`` allows), its ratio to the bandwidth floor
+and to ``torch.optim.RAdam(foreach=True)``, and the peak memory a step allocates beyond the optimizer's
+state (over the first steps, unrectified ones included).
 
 The floor is the time to read theta, g, m, v and write theta, m, v once (7 tensors' worth of bytes,
 28 bytes per fp32 parameter), at the highest bandwidth that in-place kernels (``a += b``,
@@ -28,7 +29,8 @@ import platform
 import sys
 import time
 import weakref
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -61,7 +63,7 @@ SHAPES: dict[str, Callable[[], list[tuple[int, ...]]]] = {
 }
 
 
-def _peers() -> dict[str, Optional[Callable[..., torch.optim.Optimizer]]]:
+def _peers() -> dict[str, Callable[..., torch.optim.Optimizer] | None]:
     try:
         import optimi
     except ImportError:
@@ -78,7 +80,7 @@ def _peers() -> dict[str, Optional[Callable[..., torch.optim.Optimizer]]]:
     }
 
 
-def paths() -> dict[str, Optional[Callable[..., torch.optim.Optimizer]]]:
+def paths() -> dict[str, Callable[..., torch.optim.Optimizer] | None]:
     """Name -> optimizer factory (None when the package is not installed)."""
     return {
         "ours RAdam (fused)": lambda ps: RAdam(ps, lr=LR, betas=BETAS, eps=EPS, fused=True),
@@ -248,11 +250,15 @@ def print_report(report: dict[str, Any], markdown: bool = False) -> None:
             ms.get("torch RAdam (foreach)"),
         )
         if ours and adam and reference:
-            print(f"{'' if markdown else '  '}ours fused = {ours / adam:.2f}x torch Adam (fused), {shape['paths']['ours RAdam (fused)']['x_floor']:.2f}x the floor, "
-                  f"{reference / ours:.1f}x faster than torch RAdam (foreach)")  # fmt: skip
+            x_floor = shape["paths"]["ours RAdam (fused)"]["x_floor"]
+            print(
+                f"{'' if markdown else '  '}ours fused = {ours / adam:.2f}x torch Adam (fused), "
+                f"{x_floor:.2f}x the floor, "
+                f"{reference / ours:.1f}x faster than torch RAdam (foreach)"
+            )
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

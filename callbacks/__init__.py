@@ -4,13 +4,13 @@ Example:
     >>> from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 """
 
-from lightning_radam.callbacks.gradient_histogram_monitor import (
+from .gradient_histogram_monitor import (
     GradientHistogramMonitor,
     bucket_edges,
     log2_bucket_counts,
 )
-from lightning_radam.callbacks.layout import monitoring_layout
-from lightning_radam.callbacks.rectification_monitor import RectificationMonitor
+from .layout import monitoring_layout
+from .rectification_monitor import RectificationMonitor
 
 __all__ = [
     "GradientHistogramMonitor",

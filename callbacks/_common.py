@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -21,7 +21,7 @@ def _check_every_n_steps(every_n_steps: Any, name: str = "every_n_steps") -> int
     return every_n_steps
 
 
-def _compile_pattern(pattern: Any, name: str) -> Optional[re.Pattern]:
+def _compile_pattern(pattern: Any, name: str) -> re.Pattern | None:
     if pattern is None:
         return None
     if not isinstance(pattern, str):
@@ -93,7 +93,7 @@ class _StepMonitor(Callback):
             raise MisconfigurationException(f"Cannot use {type(self).__name__} with a Trainer that has no logger.")
         self._names = _parameter_names(pl_module)
 
-    def _logging_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> Optional[tuple[int, int]]:
+    def _logging_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> tuple[int, int] | None:
         """``(step, optimizer index)`` if this optimizer step is logged here, else ``None``; host-side only."""
         if not trainer.is_global_zero:
             return None

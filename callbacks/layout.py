@@ -6,7 +6,7 @@ __all__ = ["monitoring_layout"]
 
 
 def monitoring_layout() -> dict[str, dict[str, list]]:
-    r"""The layout :class:`~lightning_radam.callbacks.RectificationMonitor` writes to TensorBoard's "Custom Scalars" tab.
+    r"""The layout :class:`~lightning_radam.callbacks.RectificationMonitor` writes to the "Custom Scalars" tab.
 
     In the format of ``SummaryWriter.add_custom_scalars``: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``.
     Tags are regular expressions, so every optimizer and parameter group appears in the same chart.

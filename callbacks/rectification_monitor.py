@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, TypeGuard
 
 import lightning.pytorch as pl
 import torch
@@ -12,21 +12,23 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_radam.callbacks._common import (
-    _StepMonitor,
+from lightning_radam.optim import RAdam
+from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
+
+from ._common import (
     _compile_pattern,
     _log_scalars,
     _logged_step,
     _optimizer_prefix,
+    _StepMonitor,
     _tensorboard_loggers,
 )
-from lightning_radam.callbacks.layout import monitoring_layout
-from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
+from .layout import monitoring_layout
 
 __all__ = ["RectificationMonitor"]
 
 
-def _is_radam(optimizer: torch.optim.Optimizer) -> bool:
+def _is_radam(optimizer: torch.optim.Optimizer) -> TypeGuard[RAdam]:
     return callable(getattr(optimizer, "rectification_stats", None))
 
 
@@ -127,7 +129,7 @@ class RectificationMonitor(_StepMonitor):
     """
 
     def __init__(
-        self, every_n_steps: int = 1, layers: Optional[str] = None, threshold: float = 5.0, write_layout: bool = True
+        self, every_n_steps: int = 1, layers: str | None = None, threshold: float = 5.0, write_layout: bool = True
     ) -> None:
         super().__init__(every_n_steps)
         self.layers = _compile_pattern(layers, "layers")
@@ -161,7 +163,8 @@ class RectificationMonitor(_StepMonitor):
             if index not in self._warned:
                 self._warned.add(index)
                 rank_zero_warn(
-                    f"RectificationMonitor: optimizer {index} ({type(optimizer).__name__}) has no betas/second moment; it is not monitored."
+                    f"RectificationMonitor: optimizer {index} ({type(optimizer).__name__}) has no betas/second moment; "
+                    "it is not monitored."
                 )
             return
         self._pending[index] = _Pending(optimizer, [_group_step(optimizer, group) for group in optimizer.param_groups])
@@ -190,8 +193,9 @@ class RectificationMonitor(_StepMonitor):
                     continue
                 beta2 = group["betas"][1]
                 threshold = group.get("threshold", self.threshold) if stats is not None else self.threshold
-                if stats is not None and stats[g] is not None and stats[g].step == t:
-                    rho, r, rectified = stats[g].rho_t, stats[g].r_t, stats[g].rectified
+                recorded = stats[g] if stats is not None else None
+                if recorded is not None and recorded.step == t:
+                    rho, r, rectified = recorded.rho_t, recorded.r_t, recorded.rectified
                 else:
                     rho, r = rho_t(t, beta2), r_t(t, beta2)
                     rectified = rho > threshold
@@ -208,7 +212,7 @@ class RectificationMonitor(_StepMonitor):
         if layer_stats:
             device = layer_stats[0].device  # one transfer per device: (std, mean) of log10 l per layer
             values = torch.stack([stats.to(device) for stats in layer_stats]).cpu().tolist()
-            for (name, log10_r), (std, mean) in zip(layer_rows, values):
+            for (name, log10_r), (std, mean) in zip(layer_rows, values, strict=True):
                 metrics[f"radam/layer/{name}/adaptive_lr_log10_mean"] = mean
                 metrics[f"radam/layer/{name}/adaptive_lr_log10_std"] = std
                 if log10_r is not None:
@@ -223,7 +227,13 @@ class RectificationMonitor(_StepMonitor):
         for p in group["params"]:
             name = self._names.get(id(p))
             state = optimizer.state.get(p, {})
-            if name is None or not self.layers.search(name) or "exp_avg_sq" not in state or "step" not in state:
+            if (
+                name is None
+                or self.layers is None
+                or not self.layers.search(name)
+                or "exp_avg_sq" not in state
+                or "step" not in state
+            ):
                 continue
             t = int(float(state["step"]))  # this parameter's own count (it may lag behind the group's)
             if t < 1:

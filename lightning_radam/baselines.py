@@ -28,7 +28,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -132,7 +133,7 @@ def _check_adam2k_group(group: dict[str, Any]) -> None:
     k = group["k"]
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"Invalid k: expected an int, got {k!r}")
-    if not 0 <= k:
+    if not k >= 0:
         raise ValueError(f"Invalid k: {k} (expected k >= 0)")
 
 
@@ -206,8 +207,14 @@ class Adam2k(Optimizer):
         super().add_param_group(param_group)
         _check_adam2k_group(self.param_groups[-1])
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step.
 
         Args:

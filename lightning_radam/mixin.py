@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,8 +22,8 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 _OPTIMIZER_KEYS = (
-    "lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "threshold", "degenerated_to_sgd", "foreach", "fused",
-    "nonfinite_grad", "unscale_in_step",
+    "lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "threshold", "degenerated_to_sgd",
+    "foreach", "fused", "nonfinite_grad", "unscale_in_step",
 )  # fmt: skip
 _SCHEDULES = (None, "none", "cosine", "linear")
 
@@ -107,7 +107,9 @@ class RAdamMixin:
         return found
 
     def radam_param_groups(self) -> list[dict[str, Any]]:
-        """Parameter groups: weight-decayed parameters first, then biases and normalisation parameters with ``weight_decay=0``.
+        """Parameter groups: weight-decayed parameters first, then biases and normalisation parameters.
+
+        The second group has ``weight_decay=0``.
 
         Only parameters with ``requires_grad`` are included; a group left empty is dropped.
 
@@ -122,13 +124,13 @@ class RAdamMixin:
                 if isinstance(module, NORM_LAYERS) or name == "bias":
                     no_decay.add(id(param))
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": [p for p in params if id(p) not in no_decay]},
             {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
         ]
         return [group for group in groups if group["params"]]
 
-    def radam_scheduler(self, optimizer: torch.optim.Optimizer) -> Optional[dict[str, Any]]:
+    def radam_scheduler(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """The Lightning ``lr_scheduler`` config from ``hparams.lr_schedule``, or ``None`` for a constant rate.
 
         Raises:
@@ -156,7 +158,7 @@ class RAdamMixin:
         }
 
     def configure_optimizers(self) -> Any:
-        """Build :class:`~lightning_radam.RAdam` over :meth:`radam_param_groups`, with :meth:`radam_scheduler` if any."""
+        """:class:`~lightning_radam.RAdam` over :meth:`radam_param_groups`, with :meth:`radam_scheduler` if any."""
         optimizer = RAdam(self.radam_param_groups(), **self.radam_hparams())
         scheduler = self.radam_scheduler(optimizer)
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -10,8 +10,9 @@ with the device to decide whether a step is rectified.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, cast, overload
 
 import torch
 from torch import Tensor
@@ -54,9 +55,8 @@ def _plan_step(
     step: int, beta1: float, beta2: float, lr: float, threshold: float, degenerated_to_sgd: bool
 ) -> _StepPlan:
     """Host-side float64 coefficients of one step: whether it is rectified, and its step size."""
-    rho = _rho_t(torch.tensor(float(step), dtype=torch.float64), beta2)
-    r = float(_r_t(rho, beta2))
-    rho = float(rho)
+    rho_tensor = _rho_t(torch.tensor(float(step), dtype=torch.float64), beta2)
+    r, rho = float(_r_t(rho_tensor, beta2)), float(rho_tensor)
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
     if rho > threshold:
@@ -81,7 +81,7 @@ class _Planner:
             self.plans[step] = _plan_step(step, **self.hyper)
         return self.plans[step]
 
-    def stats(self) -> Optional[RectificationStats]:
+    def stats(self) -> RectificationStats | None:
         return self.plans[max(self.plans)].stats if self.plans else None
 
 
@@ -100,23 +100,32 @@ def _float16_rectified_update_(
     torch._foreach_add_(params, [u.to(torch.float16) for u in update])
 
 
+_Grouped = dict[tuple[torch.device, torch.dtype], tuple[list[list[Tensor]], list[int]]]
+
+
+def _group_by_device_and_dtype(tensorlists: list[list[Tensor]]) -> _Grouped:
+    """Aligned tensor lists split by (device, dtype), with each bucket's indices (``torch.optim``'s own helper)."""
+    grouped = Optimizer._group_tensors_by_device_and_dtype(cast(list[list[Tensor | None]], tensorlists))
+    return cast(_Grouped, grouped)
+
+
 def _single_tensor_radam(
-    params,
-    grads,
-    exp_avgs,
-    exp_avg_sqs,
-    state_steps,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
     *,
-    planner,
-    beta1,
-    beta2,
-    lr,
-    weight_decay,
-    eps,
-    decoupled_weight_decay,
-    maximize,
-):
-    for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
+    planner: _Planner,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
+    for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps, strict=True):
         if maximize:
             grad = -grad
         if torch.is_complex(param):
@@ -140,31 +149,31 @@ def _single_tensor_radam(
 
 
 def _multi_tensor_radam(
-    params,
-    grads,
-    exp_avgs,
-    exp_avg_sqs,
-    state_steps,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
     *,
-    planner,
-    beta1,
-    beta2,
-    lr,
-    weight_decay,
-    eps,
-    decoupled_weight_decay,
-    maximize,
-):
-    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
+    planner: _Planner,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
+    grouped = _group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
     for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps), _ in grouped.values():
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = _view_real(
             device_params, device_grads, device_exp_avgs, device_exp_avg_sqs
         )
         torch._foreach_add_(device_steps, 1)
         if maximize:
-            device_grads = torch._foreach_neg(device_grads)
+            device_grads = list(torch._foreach_neg(device_grads))
         if weight_decay != 0 and not decoupled_weight_decay:
-            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+            device_grads = list(torch._foreach_add(device_grads, device_params, alpha=weight_decay))
         torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
         torch._foreach_mul_(device_exp_avg_sqs, beta2)
         torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, 1 - beta2)
@@ -197,16 +206,17 @@ _FUSED_DEVICES = ("cpu", "cuda")
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _fused_unsupported(params: list[Tensor]) -> Optional[str]:
+def _fused_unsupported(params: list[Tensor]) -> str | None:
     """Why the fused kernel cannot update ``params`` (``None`` when it can)."""
     kinds = {(p.device.type, p.dtype) for p in params}
     if all(device in _FUSED_DEVICES and dtype in _FUSED_DTYPES for device, dtype in kinds):
         return None
     for index, param in enumerate(params):
         if param.device.type not in _FUSED_DEVICES or param.dtype not in _FUSED_DTYPES:
+            dtypes = ", ".join(str(d).removeprefix("torch.") for d in _FUSED_DTYPES)
             return (
                 f"parameter {index} is a {param.dtype} tensor on {param.device.type}; the fused path supports "
-                f"{', '.join(str(d).removeprefix('torch.') for d in _FUSED_DTYPES)} tensors on {' and '.join(_FUSED_DEVICES)}"
+                f"{dtypes} tensors on {' and '.join(_FUSED_DEVICES)}"
             )
     return None
 
@@ -217,7 +227,7 @@ def _require_fused_supported(params: list[Tensor]) -> None:
         raise RuntimeError(f"RAdam(fused=True) cannot update these parameters: {reason}")
 
 
-def _unscale_grads_(grads: list[Tensor], grad_scale: Optional[Tensor]) -> None:
+def _unscale_grads_(grads: list[Tensor], grad_scale: Tensor | None) -> None:
     """Divide ``grads`` in place by the GradScaler's scale (a 1-element tensor), on their own devices."""
     if grad_scale is None:
         return
@@ -236,31 +246,31 @@ def _same_dense_layout(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq:
 
 
 def _fused_radam(
-    params,
-    grads,
-    exp_avgs,
-    exp_avg_sqs,
-    state_steps,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
     *,
-    planner,
-    beta1,
-    beta2,
-    lr,
-    weight_decay,
-    eps,
-    decoupled_weight_decay,
-    maximize,
-    grad_scale=None,
-):
+    planner: _Planner,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
+) -> None:
     # A rectified step is an Adam step with lr' = lr * r_t and eps' = eps / sqrt(1 - b2^t):
     # sqrt(1-b2^t) / (sqrt(v) + eps) = 1 / (sqrt(v) / sqrt(1-b2^t) + eps'). torch's fused Adam kernel
     # runs it per (device, dtype, step) bucket; the unrectified steps (the first few) take the foreach path.
-    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
+    grouped = _group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
     kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
     for (device, _), (device_tensors, _) in grouped.items():
         device_grad_scale = None if grad_scale is None else grad_scale.to(device, non_blocking=True)
         buckets: dict[tuple[int, bool], list[int]] = {}
-        for i, (*tensors, step_t) in enumerate(zip(*device_tensors)):
+        for i, (*tensors, step_t) in enumerate(zip(*device_tensors, strict=True)):
             # the kernel walks the four tensors' memory in step: layouts that may not match take the foreach path
             buckets.setdefault((int(step_t.item()) + 1, _same_dense_layout(*tensors)), []).append(i)
         for (step, linear), indices in buckets.items():
@@ -285,7 +295,8 @@ def _fused_radam(
                 amsgrad=False, lr=lr * r, beta1=beta1, beta2=beta2,
                 # decoupled: the kernel multiplies theta by 1 - lr' * weight_decay', which must be 1 - lr * weight_decay
                 weight_decay=weight_decay / r if decoupled_weight_decay else weight_decay,
-                eps=eps / math.sqrt(plan.bias_correction2), maximize=maximize, grad_scale=device_grad_scale, found_inf=None,
+                eps=eps / math.sqrt(plan.bias_correction2), maximize=maximize,
+                grad_scale=device_grad_scale, found_inf=None,
             )  # fmt: skip
 
 
@@ -296,19 +307,19 @@ def radam(
     exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
     *,
-    foreach: Optional[bool] = None,
-    fused: Optional[bool] = None,
-    grad_scale: Optional[Tensor] = None,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+    grad_scale: Tensor | None = None,
     beta1: float,
     beta2: float,
-    lr: Union[float, Tensor],
+    lr: float | Tensor,
     weight_decay: float,
     eps: float,
     decoupled_weight_decay: bool = False,
     threshold: float = 5.0,
     degenerated_to_sgd: bool = False,
     maximize: bool = False,
-) -> Optional[RectificationStats]:
+) -> RectificationStats | None:
     r"""Functional RAdam: one step over lists of tensors, updated in place.
 
     ``state_steps`` are CPU scalar tensors (one per parameter, as in ``torch.optim.RAdam``),
@@ -344,7 +355,7 @@ def radam(
     if not fused and foreach is None:
         foreach = all(p.device.type not in ("cpu", "meta") for p in params)  # torch's default: foreach off the CPU
     planner = _Planner(beta1=beta1, beta2=beta2, lr=lr, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd)
-    hyper = dict(
+    hyper: dict[str, Any] = dict(
         planner=planner, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
     )  # fmt: skip
@@ -464,9 +475,10 @@ class RAdam(Optimizer):
     Implementations. The fused path runs each rectified step through torch's fused Adam kernel
     (CPU and CUDA), as an Adam step with ``lr * r_t`` and ``eps / sqrt(1 - beta2^t)``: it moves the
     bytes of an Adam step and allocates nothing on the CPU (one step scalar per bucket on CUDA).
-    The few unrectified steps at the start go through the foreach path. It is the default wherever it applies (float16, bfloat16, float32 and float64
-    parameters on the CPU or CUDA, with neither ``foreach`` nor ``fused`` given); otherwise the
-    for-loop (CPU) or foreach (elsewhere) path runs. All paths agree to round-off.
+    The few unrectified steps at the start go through the foreach path. It is the default wherever
+    it applies (float16, bfloat16, float32 and float64 parameters on the CPU or CUDA, with neither
+    ``foreach`` nor ``fused`` given); otherwise the for-loop (CPU) or foreach (elsewhere) path runs.
+    All paths agree to round-off.
 
     Mixed precision. By default ``torch.amp.GradScaler`` unscales the gradients and skips
     :meth:`step` when they hold inf/NaN (reading one flag on the host, as for any optimizer).
@@ -528,7 +540,7 @@ class RAdam(Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Union[float, Tensor] = 1e-3,
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
@@ -537,8 +549,8 @@ class RAdam(Optimizer):
         threshold: float = 5.0,
         degenerated_to_sgd: bool = False,
         maximize: bool = False,
-        foreach: Optional[bool] = None,
-        fused: Optional[bool] = None,
+        foreach: bool | None = None,
+        fused: bool | None = None,
         nonfinite_grad: str = "ignore",
         unscale_in_step: bool = False,
     ) -> None:
@@ -549,7 +561,7 @@ class RAdam(Optimizer):
         )  # fmt: skip
         _check_group(defaults)
         _check_bool("unscale_in_step", unscale_in_step)
-        self._stats: list[Optional[RectificationStats]] = []
+        self._stats: list[RectificationStats | None] = []
         # Read by torch.amp.GradScaler.step: when True it hands grad_scale and found_inf to step() (as
         # attributes) instead of unscaling the gradients itself and skipping step() on inf/NaN.
         self._step_supports_amp_scaling = unscale_in_step
@@ -582,8 +594,8 @@ class RAdam(Optimizer):
     def defaults_for_old_checkpoints() -> dict[str, Any]:
         """Values given to group keys missing from an unpickled optimizer or a foreign ``state_dict``."""
         return dict(
-            decoupled_weight_decay=False, threshold=5.0, degenerated_to_sgd=False, maximize=False, foreach=None, fused=None,
-            nonfinite_grad="ignore",
+            decoupled_weight_decay=False, threshold=5.0, degenerated_to_sgd=False, maximize=False,
+            foreach=None, fused=None, nonfinite_grad="ignore",
         )  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -605,7 +617,7 @@ class RAdam(Optimizer):
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) == len(self.param_groups):
             merged = []
-            for group, saved in zip(self.param_groups, saved_groups):
+            for group, saved in zip(self.param_groups, saved_groups, strict=True):
                 current = {k: v for k, v in group.items() if k != "params"}
                 new = {**current, **saved}
                 if "threshold" not in saved:  # a torch.optim.RAdam checkpoint
@@ -616,7 +628,7 @@ class RAdam(Optimizer):
         super().load_state_dict(state_dict)
         self._stats = []
 
-    def rectification_stats(self) -> list[Optional[RectificationStats]]:
+    def rectification_stats(self) -> list[RectificationStats | None]:
         """What the last :meth:`step` did, one entry per parameter group.
 
         Host-side numbers recorded during the step (no device synchronisation to read them). An
@@ -631,7 +643,15 @@ class RAdam(Optimizer):
         """
         return self._stats + [None] * (len(self.param_groups) - len(self._stats))
 
-    def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, state_steps) -> None:
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        state_steps: list[Tensor],
+    ) -> None:
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -666,7 +686,7 @@ class RAdam(Optimizer):
             finite = torch.isfinite(
                 max_abs
             ).tolist()  # one host read per (device, dtype): a synchronisation off the CPU
-            bad += [k for k, ok in zip(indices, finite) if not ok]
+            bad += [k for k, ok in zip(indices, finite, strict=True) if not ok]
         raising = sorted(k for k in bad if self.param_groups[checked[k][0]]["nonfinite_grad"] == "raise")
         if raising:
             group_index, index, _ = checked[raising[0]]
@@ -678,8 +698,14 @@ class RAdam(Optimizer):
             )
         return bool(bad)
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step.
 
         A step is skipped entirely (parameters, moments, step counts and :meth:`rectification_stats`
@@ -711,7 +737,11 @@ class RAdam(Optimizer):
             return loss
         self._stats = self.rectification_stats()
         for index, group in enumerate(self.param_groups):
-            params, grads, exp_avgs, exp_avg_sqs, state_steps = [], [], [], [], []
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            exp_avgs: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            state_steps: list[Tensor] = []
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
             if not params:
                 continue

@@ -35,7 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -264,7 +264,7 @@ def variance_adaptive_lr_first_order(rho: Number) -> Number:
     return _back(value / (2.0 * (value - 2.0) * (value - 4.0)), kind)
 
 
-def first_rectified_step(beta2: float, threshold: float = 5.0) -> Optional[int]:
+def first_rectified_step(beta2: float, threshold: float = 5.0) -> int | None:
     r"""The first step ``t`` with :math:`\rho_t >` ``threshold``: where RAdam starts taking adaptive steps.
 
     Args:
