@@ -175,7 +175,7 @@ class GradientHistogramMonitor(_StepMonitor):
         subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
             them, starting at offset ``(step // every_n_steps) % subsample`` (so ``subsample`` consecutive
             logged steps cover every element once), with all counts (zeros and non-finite included) multiplied by
-            ``subsample``: estimates, cheaper by about 1.7x at 4 on a CPU. ``1`` is exact (default: 1).
+            ``subsample``: estimates, for when exact counting costs too much. ``1`` is exact (default: 1).
 
     Raises:
         ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, or not a multiple,
@@ -183,13 +183,12 @@ class GradientHistogramMonitor(_StepMonitor):
         TypeError: if an argument has the wrong type.
         MisconfigurationException: at fit start, if the Trainer has no logger.
 
-    Example::
-
-        from lightning import Trainer
-        from lightning.pytorch.loggers import TensorBoardLogger
-        from lightning_radam.callbacks import GradientHistogramMonitor
-
-        trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[GradientHistogramMonitor(layers=r"attn")])
+    Example:
+        >>> from lightning import Trainer
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+        >>> from lightning_radam.callbacks import GradientHistogramMonitor
+        >>> monitor = GradientHistogramMonitor(layers=r"attn", layer_every_n_steps=10)
+        >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[monitor], max_steps=1000)
     """
 
     def __init__(

@@ -120,12 +120,12 @@ class RectificationMonitor(_StepMonitor):
         TypeError: if an argument has the wrong type.
         MisconfigurationException: at fit start, if the Trainer has no logger.
 
-    Example::
-
-        from lightning import Trainer
-        from lightning_radam.callbacks import RectificationMonitor
-
-        trainer = Trainer(callbacks=[RectificationMonitor(layers=r"\.weight$")])
+    Example:
+        >>> from lightning import Trainer
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+        >>> from lightning_radam.callbacks import RectificationMonitor
+        >>> monitor = RectificationMonitor(layers=r"\.weight$")  # per-layer statistics of the weights
+        >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[monitor], max_steps=1000)
     """
 
     def __init__(

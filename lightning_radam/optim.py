@@ -433,96 +433,44 @@ class RAdam(Optimizer):
 
     .. math::
        \begin{aligned}
-            &\textbf{input}: \gamma \text{ (lr)}, \beta_1, \beta_2 \text{ (betas)}, \epsilon \text{ (eps)},
-                \lambda \text{ (weight\_decay)}, \tau \text{ (threshold)}, \theta_0, f(\theta)            \\
-            &\textbf{initialize}: m_0 \leftarrow 0, \; v_0 \leftarrow 0, \;
-                \rho_\infty \leftarrow 2/(1-\beta_2) - 1                                                   \\
-            &\textbf{for}\: t = 1, 2, \ldots \textbf{do}                                                   \\
-            &\hspace{5mm} g_t \leftarrow \pm\nabla_\theta f_t(\theta_{t-1})
-                \;(+\,\lambda\theta_{t-1} \text{ unless decoupled})                                        \\
+            &\rho_\infty \leftarrow 2/(1-\beta_2) - 1; \quad \textbf{for}\: t = 1, 2, \ldots:                  \\
             &\hspace{5mm} m_t \leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \;
-                v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \; \widehat{m}_t \leftarrow m_t/(1-\beta_1^t) \\
-            &\hspace{5mm} \rho_t \leftarrow \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)                          \\
-            &\hspace{5mm} \textbf{if}\: \rho_t > \tau: \;
-                r_t \leftarrow \sqrt{\tfrac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}, \;
-                \theta_t \leftarrow \theta_{t-1}(1-\gamma\lambda)_{\text{decoupled}}
-                    - \gamma r_t \widehat{m}_t \sqrt{1-\beta_2^t}/(\sqrt{v_t}+\epsilon)                     \\
-            &\hspace{5mm} \textbf{else if}\: \textit{degenerated\_to\_sgd}: \;
-                \theta_t \leftarrow \theta_{t-1}(1-\gamma\lambda)_{\text{decoupled}} - \gamma\widehat{m}_t \\
-            &\hspace{5mm} \textbf{else}: \; \theta_t \leftarrow \theta_{t-1}
+                v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \;
+                \rho_t \leftarrow \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)                                       \\
+            &\hspace{5mm} \textbf{if}\: \rho_t > \tau: \; \theta_t \leftarrow \theta_{t-1} - \gamma r_t
+                \frac{m_t}{1-\beta_1^t} \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t}+\epsilon}, \;
+                r_t = \sqrt{\tfrac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}      \\
+            &\hspace{5mm} \textbf{else}: \; \theta_t \leftarrow \theta_{t-1} - \gamma m_t/(1-\beta_1^t)
+                \text{ if } \textit{degenerated\_to\_sgd} \text{ else } \theta_{t-1}
        \end{aligned}
 
-    Below the threshold the variance of the adaptive learning rate is intractable, so no adaptive
-    step is taken. By default (``degenerated_to_sgd=False``, the authors' code since 2021) the
-    parameters are left untouched while the moments accumulate: the unrectified momentum-SGD steps
-    of the paper's Algorithm 2 are not scaled by the gradient's size and can blow up training
-    (the authors' issues #54 and #61). A one-seed probe on a post-LayerNorm character Transformer
-    favoured skipping (1.59 against 3.28 training loss), but our multi-seed study
-    (``examples/warmup_study.py``, README "Results") found no difference between the two settings.
-    ``degenerated_to_sgd=True`` gives exactly the behaviour of ``torch.optim.RAdam``.
-
-    The threshold ``tau`` is 5 by default, as in ``torch.optim.RAdam`` and the authors' code; the
-    paper's Algorithm 2 uses 4 (``threshold=4.0``). For ``beta2`` in [0.9, 0.9995] threshold 5
-    rectifies from step 6, threshold 4 from step 5; with ``beta2 <= 0.6`` no step is ever
-    rectified. In a skipped step decoupled weight decay is skipped too: the parameter is untouched.
-
-    Each parameter keeps its own step count (a layer that starts receiving gradients late gets its
-    own bias correction). After every :meth:`step`, :meth:`rectification_stats` reports per group
-    the step count, ``rho_t``, ``r_t`` and whether the step was rectified, as host-side floats.
-    The state (``step``, ``exp_avg``, ``exp_avg_sq``) has the layout of ``torch.optim.RAdam``:
-    either optimizer loads the other's ``state_dict``.
-
-    Implementations. The fused path runs each rectified step through torch's fused Adam kernel
-    (CPU and CUDA), as an Adam step with ``lr * r_t`` and ``eps / sqrt(1 - beta2^t)``: it moves the
-    bytes of an Adam step and allocates nothing on the CPU (one step scalar per bucket on CUDA).
-    The few unrectified steps at the start go through the foreach path. It is the default wherever
-    it applies (float16, bfloat16, float32 and float64 parameters on the CPU or CUDA, with neither
-    ``foreach`` nor ``fused`` given); otherwise the for-loop (CPU) or foreach (elsewhere) path runs.
-    All paths agree to round-off.
-
-    Mixed precision. By default ``torch.amp.GradScaler`` unscales the gradients and skips
-    :meth:`step` when they hold inf/NaN (reading one flag on the host, as for any optimizer).
-    With ``unscale_in_step=True`` it leaves both to :meth:`step` instead: the gradients are
-    unscaled inside the update (in the fused kernel, saving a pass over them), and a step whose
-    gradients hold inf/NaN leaves parameters, moments and step counts untouched. Because the step
-    counts live on the host (``rho_t`` and ``r_t`` are computed there, without synchronising), the
-    ``found_inf`` flag is read on the host once per step: a synchronisation when it is on a GPU,
-    the same one GradScaler performs by default. Lightning neither unscales before
-    ``on_before_optimizer_step`` nor allows gradient clipping for such an optimizer, hence the default.
-
-    Non-finite gradients. ``nonfinite_grad="ignore"`` (default) lets inf/NaN into the moments, as
-    ``torch.optim`` does, at no cost. ``"raise"`` raises a ``RuntimeError`` naming the parameter
-    (its index in the group, and its name when the optimizer was built from ``named_parameters()``)
-    before anything is updated; ``"skip"`` skips the whole step, leaving every parameter, moment,
-    step count and :meth:`rectification_stats` untouched. Both read one pass over the gradients
-    and one flag per (device, dtype) on the host: a synchronisation on a GPU.
+    where :math:`g_t = \pm\nabla f_t(\theta_{t-1}) + \lambda\theta_{t-1}`; with ``decoupled_weight_decay``,
+    :math:`\theta` is multiplied by :math:`1-\gamma\lambda` on updating steps instead. Below the threshold the
+    variance is intractable: by default those first steps leave :math:`\theta` alone, as the authors' code does,
+    because momentum-SGD steps are not scaled by the gradient and can blow up; ``degenerated_to_sgd=True``
+    behaves as ``torch.optim.RAdam``, whose ``state_dict`` layout this shares. Each parameter counts its own
+    steps. Rectified steps run through torch's fused Adam kernel wherever it applies.
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
         lr: learning rate, a float or a 1-element tensor (default: 1e-3).
         betas: coefficients of the running averages of the gradient and its square (default: (0.9, 0.999)).
-        eps: added to the denominator ``sqrt(v_t)``, outside the bias correction, > 0 (default: 1e-8).
-            Unlike torch, 0 is rejected: it would divide 0 by 0 wherever a gradient element has always been 0.
+        eps: added to ``sqrt(v_t)``, outside the bias correction; > 0, as 0 would turn 0/0 into NaN (default: 1e-8).
         weight_decay: weight decay coefficient (default: 0).
-        decoupled_weight_decay: decay the weights directly, as AdamW and the authors' code, rather
-            than adding ``weight_decay * theta`` to the gradient (default: False).
-        threshold: ``rho_t`` above which the update is rectified, >= 4 (default: 5.0).
-        degenerated_to_sgd: below the threshold take a momentum-SGD step (the paper, torch) rather
-            than no step (default: False).
+        decoupled_weight_decay: decay the weights directly, as AdamW, rather than through the gradient (default: False).
+        threshold: ``rho_t`` above which the update is rectified, >= 4; the paper uses 4 (default: 5.0).
+        degenerated_to_sgd: below the threshold take a momentum-SGD step rather than none (default: False).
         maximize: maximize the objective instead of minimizing it (default: False).
-        foreach: use the multi-tensor implementation; ``None`` picks it for parameters off the CPU (default: None).
-        fused: use the fused implementation; ``None`` picks it where it applies (default: None).
-        nonfinite_grad: what to do with a gradient holding inf or NaN: ``"ignore"``, ``"raise"`` or
-            ``"skip"`` the step (default: "ignore").
-        unscale_in_step: let ``torch.amp.GradScaler`` hand the unscaling and the inf/NaN skip to
-            :meth:`step` (default: False).
+        foreach: use the multi-tensor path; ``None`` picks it off the CPU where fused does not apply (default: None).
+        fused: use the fused path; ``None`` picks it wherever it applies (default: None).
+        nonfinite_grad: on an inf/NaN gradient, ``"ignore"`` (as torch), ``"raise"`` or ``"skip"`` (default: "ignore").
+        unscale_in_step: let ``torch.amp.GradScaler`` leave unscaling and inf/NaN skips to ``step`` (default: False).
 
     Raises:
         ValueError: if a hyper-parameter is out of range; the message names it and the value.
         TypeError: if a hyper-parameter has the wrong type.
-        RuntimeError: if ``fused=True`` and a parameter is complex or of a dtype or device the fused
-            path does not support; from :meth:`step`, if a gradient is sparse, or holds inf/NaN with
-            ``nonfinite_grad="raise"``.
+        RuntimeError: if ``fused=True`` where the fused path does not apply; from :meth:`step`, if a gradient
+            is sparse, or holds inf/NaN with ``nonfinite_grad="raise"``.
 
     Example:
         >>> import torch
@@ -533,8 +481,8 @@ class RAdam(Optimizer):
         ...     optimizer.zero_grad()
         ...     model(torch.randn(8, 4)).pow(2).mean().backward()
         ...     optimizer.step()
-        >>> optimizer.rectification_stats()[0].rectified
-        True
+        >>> optimizer.rectification_stats()[0]  # rho_t > 5 from step 6 on: the step was rectified
+        RectificationStats(step=6, rho_t=5.88..., r_t=0.11..., rectified=True)
     """
 
     def __init__(
