@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
+from lightning_radam._compat import batches_that_stepped
+
 
 def _check_every_n_steps(every_n_steps: Any, name: str = "every_n_steps") -> int:
     if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int):
@@ -34,7 +36,7 @@ def _compile_pattern(pattern: Any, name: str) -> re.Pattern | None:
 
 def _logged_step(trainer: pl.Trainer) -> int:
     """The step index ``self.log`` uses during a training batch: optimizer steps taken before this batch."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+    return batches_that_stepped(trainer)
 
 
 def _optimizer_index(trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> int:

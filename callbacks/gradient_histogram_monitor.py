@@ -16,10 +16,11 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
+
+from lightning_radam._compat import optimizer_handles_unscaling
 
 from ._common import (
     _check_every_n_steps,
@@ -285,7 +286,7 @@ class GradientHistogramMonitor(_StepMonitor):
             pending.nonzero.insert(0, torch.stack([n.to(device) for n in nonzero]).sum())
             pending.numel.insert(0, numel)
         scaler = getattr(trainer.precision_plugin, "scaler", None)
-        if scaler is not None and self.when == "before_clip" and _optimizer_handles_unscaling(optimizer):
+        if scaler is not None and self.when == "before_clip" and optimizer_handles_unscaling(optimizer):
             pending.log10_scale = math.log10(float(scaler.get_scale()))  # gradients are still scaled here
         return pending
 

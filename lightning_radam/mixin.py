@@ -9,13 +9,14 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_radam._compat import NORM_BASES
 from lightning_radam.optim import RAdam
 
 __all__ = ["RAdamMixin", "NORM_LAYERS"]
 
 #: Module types whose parameters are never weight-decayed.
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,
+    *NORM_BASES,  # every batch and instance norm
     nn.LayerNorm,
     nn.GroupNorm,
     nn.LocalResponseNorm,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_radam._compat import AMP_SCALING_FLAG, FusedAdam, amp_scaling_inputs, fused_adam
 from lightning_radam.rectification import _r_t, _rho_t
 
 __all__ = ["RAdam", "RectificationStats", "radam"]
@@ -260,13 +261,13 @@ def _fused_radam(
     eps: float,
     decoupled_weight_decay: bool,
     maximize: bool,
+    kernel: FusedAdam,
     grad_scale: Tensor | None = None,
 ) -> None:
     # A rectified step is an Adam step with lr' = lr * r_t and eps' = eps / sqrt(1 - b2^t):
     # sqrt(1-b2^t) / (sqrt(v) + eps) = 1 / (sqrt(v) / sqrt(1-b2^t) + eps'). torch's fused Adam kernel
     # runs it per (device, dtype, step) bucket; the unrectified steps (the first few) take the foreach path.
     grouped = _group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
-    kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
     for (device, _), (device_tensors, _) in grouped.items():
         device_grad_scale = None if grad_scale is None else grad_scale.to(device, non_blocking=True)
         buckets: dict[tuple[int, bool], list[int]] = {}
@@ -352,6 +353,9 @@ def radam(
         _require_fused_supported(params)
     elif fused is None and foreach is None:
         fused = _fused_unsupported(params) is None  # the default where supported; otherwise fall back silently
+    kernel = fused_adam(decoupled_weight_decay) if fused else None
+    if fused and kernel is None:  # torch's fused Adam is missing or changed (_compat warned once): foreach instead
+        fused, foreach = False, True
     if not fused and foreach is None:
         foreach = all(p.device.type not in ("cpu", "meta") for p in params)  # torch's default: foreach off the CPU
     planner = _Planner(beta1=beta1, beta2=beta2, lr=lr, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd)
@@ -359,8 +363,8 @@ def radam(
         planner=planner, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
     )  # fmt: skip
-    if fused:
-        _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, grad_scale=grad_scale, **hyper)
+    if kernel is not None:
+        _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, kernel=kernel, grad_scale=grad_scale, **hyper)
     else:
         _unscale_grads_(grads, grad_scale)
         update = _multi_tensor_radam if foreach else _single_tensor_radam
@@ -462,7 +466,8 @@ class RAdam(Optimizer):
         degenerated_to_sgd: below the threshold take a momentum-SGD step rather than none (default: False).
         maximize: maximize the objective instead of minimizing it (default: False).
         foreach: use the multi-tensor path; ``None`` picks it off the CPU where fused does not apply (default: None).
-        fused: use the fused path; ``None`` picks it wherever it applies (default: None).
+        fused: use the fused path; ``None`` picks it wherever it applies; if torch's fused Adam kernel is missing
+            or changed, the foreach path runs instead, with a warning (default: None).
         nonfinite_grad: on an inf/NaN gradient, ``"ignore"`` (as torch), ``"raise"`` or ``"skip"`` (default: "ignore").
         unscale_in_step: let ``torch.amp.GradScaler`` leave unscaling and inf/NaN skips to ``step`` (default: False).
 
@@ -512,7 +517,7 @@ class RAdam(Optimizer):
         self._stats: list[RectificationStats | None] = []
         # Read by torch.amp.GradScaler.step: when True it hands grad_scale and found_inf to step() (as
         # attributes) instead of unscaling the gradients itself and skipping step() on inf/NaN.
-        self._step_supports_amp_scaling = unscale_in_step
+        setattr(self, AMP_SCALING_FLAG, unscale_in_step)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -524,12 +529,12 @@ class RAdam(Optimizer):
             _require_fused_supported(group["params"])
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_step_supports_amp_scaling": self._step_supports_amp_scaling}
+        return {**super().__getstate__(), AMP_SCALING_FLAG: getattr(self, AMP_SCALING_FLAG)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_stats", [])
-        self.__dict__.setdefault("_step_supports_amp_scaling", False)
+        self.__dict__.setdefault(AMP_SCALING_FLAG, False)
         for key, value in self.defaults_for_old_checkpoints().items():
             for group in self.param_groups:
                 group.setdefault(key, value)
@@ -676,7 +681,7 @@ class RAdam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # Set by torch.amp.GradScaler.step when _step_supports_amp_scaling (unscale_in_step=True).
-        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        grad_scale, found_inf = amp_scaling_inputs(self)
         # The step counts live on the host (rho_t and r_t are computed there), so whether this step happens
         # must be known there: one read of found_inf, a synchronisation when it is on a GPU.
         if found_inf is not None and found_inf.item() != 0:
