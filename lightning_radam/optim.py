@@ -90,15 +90,49 @@ def _view_real(*tensors: list[Tensor]) -> list[list[Tensor]]:
     return [[torch.view_as_real(t) if t.is_complex() else t for t in ts] for ts in tensors]
 
 
-def _float16_rectified_update_(
-    params: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], eps: float, step_size: float
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _low_precision_radam_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    plan: _StepPlan,
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    decoupled_weight_decay: bool,
 ) -> None:
-    """theta -= step_size * m / (sqrt(v) + eps), divided in float32: eps (1e-8) is 0 in float16, and 0 / 0 is NaN."""
-    denom = torch._foreach_sqrt([v.float() for v in exp_avg_sqs])
-    torch._foreach_add_(denom, eps)
-    update = torch._foreach_div([m.float() for m in exp_avgs], denom)
-    torch._foreach_mul_(update, -step_size)
-    torch._foreach_add_(params, [u.to(torch.float16) for u in update])
+    """One step of float16/bfloat16 tensors with the same step count, computed in float32 and stored rounded once.
+
+    As torch's fused kernel does: the update reads the float32 second moment before it is rounded, so a
+    ``(1 - b2) g^2`` that underflows in float16 still counts in this step's denominator (rounded first, the
+    denominator would be eps alone), and eps = 1e-8 does not round to 0.
+    """
+    params32, grads32, exp_avgs32, exp_avg_sqs32 = (
+        [t.float() for t in ts] for ts in (params, grads, exp_avgs, exp_avg_sqs)
+    )
+    if weight_decay != 0 and not decoupled_weight_decay:
+        torch._foreach_add_(grads32, params32, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs32, grads32, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs32, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs32, grads32, grads32, 1 - beta2)
+    if plan.mode != _SKIP:
+        if weight_decay != 0 and decoupled_weight_decay:
+            torch._foreach_mul_(params32, 1 - lr * weight_decay)
+        if plan.mode == _RECTIFIED:
+            denom = torch._foreach_sqrt(exp_avg_sqs32)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params32, exp_avgs32, denom, -plan.step_size)
+        else:
+            torch._foreach_add_(params32, exp_avgs32, alpha=-plan.step_size)
+        torch._foreach_copy_(params, params32)
+    torch._foreach_copy_(exp_avgs, exp_avgs32)
+    torch._foreach_copy_(exp_avg_sqs, exp_avg_sqs32)
 
 
 _Grouped = dict[tuple[torch.device, torch.dtype], tuple[list[list[Tensor]], list[int]]]
@@ -126,6 +160,10 @@ def _single_tensor_radam(
     decoupled_weight_decay: bool,
     maximize: bool,
 ) -> None:
+    hyper: dict[str, Any] = dict(
+        beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )  # fmt: skip
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps, strict=True):
         if maximize:
             grad = -grad
@@ -133,6 +171,9 @@ def _single_tensor_radam(
             param, grad, exp_avg, exp_avg_sq = (torch.view_as_real(t) for t in (param, grad, exp_avg, exp_avg_sq))
         step_t += 1
         plan = planner(int(step_t.item()))
+        if param.dtype in _LOW_PRECISION:
+            _low_precision_radam_([param], [grad], [exp_avg], [exp_avg_sq], plan, **hyper)
+            continue
         if weight_decay != 0 and not decoupled_weight_decay:
             grad = grad.add(param, alpha=weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
@@ -141,9 +182,7 @@ def _single_tensor_radam(
             continue
         if weight_decay != 0 and decoupled_weight_decay:
             param.mul_(1 - lr * weight_decay)
-        if plan.mode == _RECTIFIED and param.dtype == torch.float16:
-            _float16_rectified_update_([param], [exp_avg], [exp_avg_sq], eps, plan.step_size)
-        elif plan.mode == _RECTIFIED:
+        if plan.mode == _RECTIFIED:
             param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-plan.step_size)
         else:
             param.add_(exp_avg, alpha=-plan.step_size)
@@ -165,6 +204,10 @@ def _multi_tensor_radam(
     decoupled_weight_decay: bool,
     maximize: bool,
 ) -> None:
+    hyper: dict[str, Any] = dict(
+        beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )  # fmt: skip
     grouped = _group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
     for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps), _ in grouped.values():
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = _view_real(
@@ -173,6 +216,17 @@ def _multi_tensor_radam(
         torch._foreach_add_(device_steps, 1)
         if maximize:
             device_grads = list(torch._foreach_neg(device_grads))
+        buckets: dict[int, list[int]] = {}
+        for i, step_t in enumerate(device_steps):
+            buckets.setdefault(int(step_t.item()), []).append(i)
+        if device_params and device_params[0].dtype in _LOW_PRECISION:  # one dtype per group
+            for step, indices in buckets.items():
+                p, g, m, v = (
+                    [ts[i] for i in indices]
+                    for ts in (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs)
+                )
+                _low_precision_radam_(p, g, m, v, planner(step), **hyper)
+            continue
         if weight_decay != 0 and not decoupled_weight_decay:
             device_grads = list(torch._foreach_add(device_grads, device_params, alpha=weight_decay))
         torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
@@ -180,9 +234,6 @@ def _multi_tensor_radam(
         torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, 1 - beta2)
         del device_grads
 
-        buckets: dict[int, list[int]] = {}
-        for i, step_t in enumerate(device_steps):
-            buckets.setdefault(int(step_t.item()), []).append(i)
         for step, indices in buckets.items():
             plan = planner(step)
             if plan.mode == _SKIP:
@@ -191,11 +242,7 @@ def _multi_tensor_radam(
             bucket_exp_avgs = [device_exp_avgs[i] for i in indices]
             if weight_decay != 0 and decoupled_weight_decay:
                 torch._foreach_mul_(bucket_params, 1 - lr * weight_decay)
-            if plan.mode == _RECTIFIED and bucket_params[0].dtype == torch.float16:
-                _float16_rectified_update_(
-                    bucket_params, bucket_exp_avgs, [device_exp_avg_sqs[i] for i in indices], eps, plan.step_size
-                )
-            elif plan.mode == _RECTIFIED:
+            if plan.mode == _RECTIFIED:
                 denom = torch._foreach_sqrt([device_exp_avg_sqs[i] for i in indices])
                 torch._foreach_add_(denom, eps)
                 torch._foreach_addcdiv_(bucket_params, bucket_exp_avgs, denom, -plan.step_size)
