@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast, overload
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -52,6 +52,7 @@ class _StepPlan:
     bias_correction2: float  # 1 - b2^t
 
 
+@torch.compiler.disable  # host-side Python numbers: a graph break under torch.compile, never traced
 def _plan_step(
     step: int, beta1: float, beta2: float, lr: float, threshold: float, degenerated_to_sgd: bool
 ) -> _StepPlan:
@@ -82,8 +83,36 @@ class _Planner:
             self.plans[step] = _plan_step(step, **self.hyper)
         return self.plans[step]
 
+    @torch.compiler.disable
     def stats(self) -> RectificationStats | None:
         return self.plans[max(self.plans)].stats if self.plans else None
+
+
+_Bucket = tuple[_StepPlan, list[int]]
+
+
+@torch.compiler.disable  # the host-side step plan: a graph break under torch.compile, before the tensor updates
+def _advance(planner: _Planner, state_steps: list[Tensor]) -> list[_Bucket]:
+    """Increment the host-side step counts; return the plan of each count with the indices that share it.
+
+    The buckets carry positions, not step counts, so code compiled after this graph break sees the same
+    Python values from one step to the next (only the plans' floats change, and dynamo lifts those).
+    """
+    buckets: dict[int, list[int]] = {}
+    for i, step_t in enumerate(state_steps):
+        step_t += 1
+        buckets.setdefault(int(step_t.item()), []).append(i)
+    return [(planner(step), indices) for step, indices in buckets.items()]
+
+
+def _select(indices: list[int], *tensorlists: list[Tensor]) -> list[list[Tensor]]:
+    return [[ts[i] for i in indices] for ts in tensorlists]
+
+
+@torch.compiler.disable
+def _host_number(tensor: Tensor) -> float:
+    """A 1-element tensor's value on the host (a graph break under torch.compile; off the CPU, a synchronisation)."""
+    return tensor.item()
 
 
 def _view_real(*tensors: list[Tensor]) -> list[list[Tensor]]:
@@ -139,9 +168,18 @@ _Grouped = dict[tuple[torch.device, torch.dtype], tuple[list[list[Tensor]], list
 
 
 def _group_by_device_and_dtype(tensorlists: list[list[Tensor]]) -> _Grouped:
-    """Aligned tensor lists split by (device, dtype), with each bucket's indices (``torch.optim``'s own helper)."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype(cast(list[list[Tensor | None]], tensorlists))
-    return cast(_Grouped, grouped)
+    """Aligned tensor lists split by the (device, dtype) of the first list's tensors, with each bucket's indices.
+
+    Plain Python rather than ``Optimizer._group_tensors_by_device_and_dtype``, which under ``torch.compile``
+    returns a single ``(None, None)`` bucket (leaving the split to inductor) where the paths need the real one.
+    """
+    indices: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, tensor in enumerate(tensorlists[0]):
+        indices.setdefault((tensor.device, tensor.dtype), []).append(i)
+    if len(indices) == 1:  # the common case: no copies of the lists
+        ((key, bucket),) = indices.items()
+        return {key: (list(tensorlists), bucket)}
+    return {key: ([[ts[i] for i in bucket] for ts in tensorlists], bucket) for key, bucket in indices.items()}
 
 
 def _single_tensor_radam(
@@ -164,13 +202,13 @@ def _single_tensor_radam(
         beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
         decoupled_weight_decay=decoupled_weight_decay,
     )  # fmt: skip
-    for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps, strict=True):
+    plans = {i: plan for plan, indices in _advance(planner, state_steps) for i in indices}
+    for i, (param, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, strict=True)):
+        plan = plans[i]
         if maximize:
             grad = -grad
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = (torch.view_as_real(t) for t in (param, grad, exp_avg, exp_avg_sq))
-        step_t += 1
-        plan = planner(int(step_t.item()))
         if param.dtype in _LOW_PRECISION:
             _low_precision_radam_([param], [grad], [exp_avg], [exp_avg_sq], plan, **hyper)
             continue
@@ -196,6 +234,22 @@ def _multi_tensor_radam(
     state_steps: list[Tensor],
     *,
     planner: _Planner,
+    **hyper: Any,
+) -> None:
+    for plan, indices in _advance(planner, state_steps):
+        bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs = _select(
+            indices, params, grads, exp_avgs, exp_avg_sqs
+        )
+        _foreach_radam_(bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, plan, **hyper)
+
+
+def _foreach_radam_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    plan: _StepPlan,
+    *,
     beta1: float,
     beta2: float,
     lr: float,
@@ -204,28 +258,18 @@ def _multi_tensor_radam(
     decoupled_weight_decay: bool,
     maximize: bool,
 ) -> None:
-    hyper: dict[str, Any] = dict(
-        beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-        decoupled_weight_decay=decoupled_weight_decay,
-    )  # fmt: skip
-    grouped = _group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
-    for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps), _ in grouped.values():
-        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = _view_real(
-            device_params, device_grads, device_exp_avgs, device_exp_avg_sqs
-        )
-        torch._foreach_add_(device_steps, 1)
+    """The foreach update of tensors whose step counts (advanced already) are equal, per device and dtype."""
+    grouped = _group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs])
+    for device_tensors, _ in grouped.values():
+        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = _view_real(*device_tensors)
         if maximize:
             device_grads = list(torch._foreach_neg(device_grads))
-        buckets: dict[int, list[int]] = {}
-        for i, step_t in enumerate(device_steps):
-            buckets.setdefault(int(step_t.item()), []).append(i)
-        if device_params and device_params[0].dtype in _LOW_PRECISION:  # one dtype per group
-            for step, indices in buckets.items():
-                p, g, m, v = (
-                    [ts[i] for i in indices]
-                    for ts in (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs)
-                )
-                _low_precision_radam_(p, g, m, v, planner(step), **hyper)
+        if device_params[0].dtype in _LOW_PRECISION:
+            _low_precision_radam_(
+                device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, plan,
+                beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+                decoupled_weight_decay=decoupled_weight_decay,
+            )  # fmt: skip
             continue
         if weight_decay != 0 and not decoupled_weight_decay:
             device_grads = list(torch._foreach_add(device_grads, device_params, alpha=weight_decay))
@@ -233,21 +277,16 @@ def _multi_tensor_radam(
         torch._foreach_mul_(device_exp_avg_sqs, beta2)
         torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, 1 - beta2)
         del device_grads
-
-        for step, indices in buckets.items():
-            plan = planner(step)
-            if plan.mode == _SKIP:
-                continue
-            bucket_params = [device_params[i] for i in indices]
-            bucket_exp_avgs = [device_exp_avgs[i] for i in indices]
-            if weight_decay != 0 and decoupled_weight_decay:
-                torch._foreach_mul_(bucket_params, 1 - lr * weight_decay)
-            if plan.mode == _RECTIFIED:
-                denom = torch._foreach_sqrt([device_exp_avg_sqs[i] for i in indices])
-                torch._foreach_add_(denom, eps)
-                torch._foreach_addcdiv_(bucket_params, bucket_exp_avgs, denom, -plan.step_size)
-            else:
-                torch._foreach_add_(bucket_params, bucket_exp_avgs, alpha=-plan.step_size)
+        if plan.mode == _SKIP:
+            continue
+        if weight_decay != 0 and decoupled_weight_decay:
+            torch._foreach_mul_(device_params, 1 - lr * weight_decay)
+        if plan.mode == _RECTIFIED:
+            denom = torch._foreach_sqrt(device_exp_avg_sqs)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, -plan.step_size)
+        else:
+            torch._foreach_add_(device_params, device_exp_avgs, alpha=-plan.step_size)
 
 
 _FUSED_DEVICES = ("cpu", "cuda")
@@ -293,6 +332,11 @@ def _same_dense_layout(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq:
     return param.dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
 
 
+@torch.compiler.disable  # the fused kernel's float arguments change every step: traced, each step would recompile
+def _call_eagerly(kernel: FusedAdam, *args: Any, **kwargs: Any) -> None:
+    kernel(*args, **kwargs)
+
+
 def _fused_radam(
     params: list[Tensor],
     grads: list[Tensor],
@@ -313,33 +357,37 @@ def _fused_radam(
 ) -> None:
     # A rectified step is an Adam step with lr' = lr * r_t and eps' = eps / sqrt(1 - b2^t):
     # sqrt(1-b2^t) / (sqrt(v) + eps) = 1 / (sqrt(v) / sqrt(1-b2^t) + eps'). torch's fused Adam kernel
-    # runs it per (device, dtype, step) bucket; the unrectified steps (the first few) take the foreach path.
-    grouped = _group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, state_steps])
-    for (device, _), (device_tensors, _) in grouped.items():
-        device_grad_scale = None if grad_scale is None else grad_scale.to(device, non_blocking=True)
-        buckets: dict[tuple[int, bool], list[int]] = {}
-        for i, (*tensors, step_t) in enumerate(zip(*device_tensors, strict=True)):
+    # runs it per (step, device, dtype) bucket; the unrectified steps (the first few) take the foreach path.
+    foreach_hyper: dict[str, Any] = dict(
+        beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+    )  # fmt: skip
+    for plan, indices in _advance(planner, state_steps):
+        grouped = _group_by_device_and_dtype(_select(indices, params, grads, exp_avgs, exp_avg_sqs, state_steps))
+        for (device, _), (device_tensors, _) in grouped.items():
+            device_grad_scale = None if grad_scale is None else grad_scale.to(device, non_blocking=True)
             # the kernel walks the four tensors' memory in step: layouts that may not match take the foreach path
-            buckets.setdefault((int(step_t.item()) + 1, _same_dense_layout(*tensors)), []).append(i)
-        for (step, linear), indices in buckets.items():
-            plan = planner(step)
-            bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps = (
-                [ts[i] for i in indices] for ts in device_tensors
-            )
-            if plan.mode != _RECTIFIED or not linear:
+            count = len(device_tensors[0])
+            if plan.mode == _RECTIFIED:
+                dense = [_same_dense_layout(*tensors) for tensors in zip(*device_tensors[:4], strict=True)]
+                linear, other = [i for i in range(count) if dense[i]], [i for i in range(count) if not dense[i]]
+            else:
+                linear, other = [], list(range(count))
+            if other:
+                bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs = _select(other, *device_tensors[:4])
                 _unscale_grads_(bucket_grads, device_grad_scale)
-                _multi_tensor_radam(
-                    bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps,
-                    planner=planner, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-                    decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-                )  # fmt: skip
+                _foreach_radam_(bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, plan, **foreach_hyper)
+            if not linear:
                 continue
-            torch._foreach_add_(bucket_steps, 1)
+            bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, bucket_steps = _select(
+                linear, *device_tensors
+            )
             if device.type != "cpu":  # the CUDA kernel reads the step on the device: one fill, no copy from the host
-                bucket_steps = [torch.full((), float(step), dtype=torch.float32, device=device)] * len(indices)
+                step = torch.full((), float(plan.stats.step), dtype=torch.float32, device=device)
+                bucket_steps = [step] * len(linear)
             r = plan.stats.r_t  # > 0: rho_t > threshold >= 4
-            kernel(
-                bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, [], bucket_steps,
+            _call_eagerly(
+                kernel, bucket_params, bucket_grads, bucket_exp_avgs, bucket_exp_avg_sqs, [], bucket_steps,
                 amsgrad=False, lr=lr * r, beta1=beta1, beta2=beta2,
                 # decoupled: the kernel multiplies theta by 1 - lr' * weight_decay', which must be 1 - lr * weight_decay
                 weight_decay=weight_decay / r if decoupled_weight_decay else weight_decay,
@@ -395,7 +443,8 @@ def radam(
         RectificationStats(step=1, rho_t=1.0, r_t=0.0, rectified=False)
     """
     if isinstance(lr, Tensor):
-        lr = lr.item()  # one host read; a CUDA tensor lr synchronises here, a Python float or CPU tensor does not
+        # one host read: a CUDA tensor lr synchronises here, a Python float or CPU tensor does not
+        lr = _host_number(lr)
     if fused:
         _require_fused_supported(params)
     elif fused is None and foreach is None:
@@ -500,7 +549,9 @@ class RAdam(Optimizer):
     variance is intractable: by default those first steps leave :math:`\theta` alone, as the authors' code does,
     because momentum-SGD steps are not scaled by the gradient and can blow up; ``degenerated_to_sgd=True``
     behaves as ``torch.optim.RAdam``, whose ``state_dict`` layout this shares. Each parameter counts its own
-    steps. Rectified steps run through torch's fused Adam kernel wherever it applies.
+    steps. Rectified steps run through torch's fused Adam kernel wherever it applies. Under ``torch.compile``,
+    the host-side step plan (step counts, :math:`\rho_t`, :math:`r_t`) is a graph break and the updates after it
+    are captured, except the fused kernel, which runs as in eager mode.
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
@@ -561,11 +612,12 @@ class RAdam(Optimizer):
         )  # fmt: skip
         _check_group(defaults)
         _check_bool("unscale_in_step", unscale_in_step)
+        super().__init__(params, defaults)
+        # Set after Optimizer.__init__: torch.compile loses attributes set before it (it graph-breaks inside).
         self._stats: list[RectificationStats | None] = []
         # Read by torch.amp.GradScaler.step: when True it hands grad_scale and found_inf to step() (as
         # attributes) instead of unscaling the gradients itself and skipping step() on inf/NaN.
         setattr(self, AMP_SCALING_FLAG, unscale_in_step)
-        super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group, validating its hyper-parameters like the constructor's."""
@@ -664,6 +716,7 @@ class RAdam(Optimizer):
             exp_avg_sqs.append(state["exp_avg_sq"])
             state_steps.append(state["step"])
 
+    @torch.compiler.disable  # host-side decisions: a graph break under torch.compile
     def _nonfinite_grads_skip_step(self) -> bool:
         """Apply each group's ``nonfinite_grad``: raise, or return True when the step must be skipped."""
         checked = []  # (group index, parameter index, gradient)
@@ -731,7 +784,7 @@ class RAdam(Optimizer):
         grad_scale, found_inf = amp_scaling_inputs(self)
         # The step counts live on the host (rho_t and r_t are computed there), so whether this step happens
         # must be known there: one read of found_inf, a synchronisation when it is on a GPU.
-        if found_inf is not None and found_inf.item() != 0:
+        if found_inf is not None and _host_number(found_inf) != 0:
             return loss
         if self._nonfinite_grads_skip_step():
             return loss
