@@ -6,6 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import PATHS
+
 from lightning_radam import RAdam
 from lightning_radam.rectification import r_t, rho_inf, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
 
@@ -54,19 +56,19 @@ def test_first_order_over_exact_tends_to_one(rho):
     decoupled=st.booleans(),
     degenerated_to_sgd=st.booleans(),
     threshold=st.floats(min_value=4.0, max_value=50.0),
-    foreach=st.booleans(),
+    path=st.sampled_from([row.values[0] for row in PATHS]),
     n_steps=st.integers(min_value=1, max_value=40),
     dtype=st.sampled_from([torch.float32, torch.float64]),
     grads=st.lists(st.floats(min_value=-1e15, max_value=1e15), min_size=3, max_size=3),
     scale=st.sampled_from([0.0, 1e-30, 1.0, 1e-3]),
 )
 def test_finite_gradients_never_produce_non_finite_state(
-    beta1, beta2, eps, lr, weight_decay, decoupled, degenerated_to_sgd, threshold, foreach, n_steps, dtype, grads, scale
+    beta1, beta2, eps, lr, weight_decay, decoupled, degenerated_to_sgd, threshold, path, n_steps, dtype, grads, scale
 ):
     theta = torch.zeros(6, dtype=dtype, requires_grad=True)
     optimizer = RAdam(
         [theta], lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay * 1e-3, decoupled_weight_decay=decoupled,
-        degenerated_to_sgd=degenerated_to_sgd, threshold=threshold, foreach=foreach,
+        degenerated_to_sgd=degenerated_to_sgd, threshold=threshold, **path,
     )  # fmt: skip
     pattern = torch.tensor(grads + [0.0, scale, -scale], dtype=dtype)
     for t in range(n_steps):
