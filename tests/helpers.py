@@ -167,6 +167,10 @@ class Run:
         """theta_T - theta_0 per parameter, exactly, in float64 (complex128) on the CPU."""
         return [_wide(p) - _wide(p0) for p, p0 in zip(self.params, self.initial, strict=True)]
 
+    def step_counts(self) -> list[float]:
+        """The step count of every parameter that has a state, in order."""
+        return [self.optimizer.state[p]["step"].item() for p in self.params if p in self.optimizer.state]
+
 
 def run(
     optimizer_cls: type,
