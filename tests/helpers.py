@@ -15,10 +15,11 @@ factory and one TensorBoard reader. The test files are tables of cases around th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -219,7 +220,7 @@ def assert_same(a: tuple, b: tuple) -> None:
     assert stats_a == stats_b
 
 
-def backward(model: nn.Module, seed: int = 0, scaler: Optional[torch.amp.GradScaler] = None, **autocast: Any) -> None:
+def backward(model: nn.Module, seed: int = 0, scaler: torch.amp.GradScaler | None = None, **autocast: Any) -> None:
     """Fresh gradients of mean(model(x)^2) for a batch of 5 inputs drawn with ``seed``, on the model's device.
 
     With ``scaler``, the loss is scaled first; ``autocast`` (``dtype=torch.float16``, say) runs the forward under
@@ -305,14 +306,14 @@ class Model(RAdamMixin, L.LightningModule):
 
     def __init__(
         self,
-        make_optimizer: Optional[Callable] = None,
+        make_optimizer: Callable | None = None,
         *,
         net: str = "digits",
-        gradients: Optional[dict] = None,
+        gradients: dict | None = None,
         dtype: torch.dtype = torch.float32,
         batch_size: int = 32,
-        inf_at_step: Optional[int] = None,
-        seed: Optional[int] = None,
+        inf_at_step: int | None = None,
+        seed: int | None = None,
         **hparams: Any,
     ) -> None:
         super().__init__()
@@ -411,11 +412,18 @@ def make_trainer(
     """
     if isinstance(logger, str) and logger == "tensorboard":
         logger = TensorBoardLogger(tmp_path, name="", version=0)
-    options = dict(
-        default_root_dir=tmp_path, accelerator="cpu", devices=1, max_steps=max_steps, logger=logger,
-        callbacks=list(callbacks), log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False,
-    )  # fmt: skip
+    options = {
+        "default_root_dir": tmp_path,
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_steps": max_steps,
+        "logger": logger,
+        "callbacks": list(callbacks),
+        "log_every_n_steps": 1,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     return L.Trainer(**{**options, **kwargs})
 
 

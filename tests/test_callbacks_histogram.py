@@ -16,9 +16,9 @@ from helpers import (
     scalar_series,
 )
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning_radam.callbacks import GradientHistogramMonitor, gradient_histogram_monitor, log2_bucket_counts
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor, gradient_histogram_monitor, log2_bucket_counts
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
@@ -50,7 +50,7 @@ def test_histogram_monitor_interval_and_totals(tmp_path):
     assert steps == [0, 2, 4, 6, 8]
     assert scalar_series(events, "grad/nonfinite")[1].tolist() == [0.0] * 5
     # every element is counted once: in a bucket, or as an exact zero
-    assert [h.histogram_value.num + z for h, z in zip(histograms, zeros)] == [numel] * 5
+    assert [h.histogram_value.num + z for h, z in zip(histograms, zeros, strict=True)] == [numel] * 5
     for name in ("hidden.weight", "hidden.bias"):
         assert [h.step for h in events.Histograms(f"grad/layer/{name}/log10_abs")] == [0, 4, 8]
     assert not any(tag.startswith("grad/layer/out") for tag in events.Tags()["histograms"])
@@ -67,7 +67,7 @@ def test_histogram_monitor_before_and_after_clipping(tmp_path):
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
     clipped = [torch.zeros_like(g, requires_grad=True) for g in model.gradients.values()]
-    for p, g in zip(clipped, model.gradients.values()):
+    for p, g in zip(clipped, model.gradients.values(), strict=True):
         p.grad = g.clone()
     assert torch.nn.utils.clip_grad_norm_(clipped, 1.0) > 1.0  # the gradients are clipped, as Lightning clips them
     clipped = [p.grad for p in clipped]
@@ -82,7 +82,9 @@ def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_
     histograms = []
     for unscale_in_step in (False, True):
         L.seed_everything(0)
-        model = Model(lambda params: RAdam(params, lr=1e-2, unscale_in_step=unscale_in_step))
+        model = Model(
+            lambda params, unscale_in_step=unscale_in_step: RAdam(params, lr=1e-2, unscale_in_step=unscale_in_step)
+        )
         plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
         trainer = make_trainer(
             tmp_path / str(unscale_in_step), [GradientHistogramMonitor()], max_steps=2, plugins=[plugin]
@@ -90,7 +92,7 @@ def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_
         trainer.fit(model)
         histograms.append([h.histogram_value for h in read_events(trainer.logger.log_dir).Histograms("grad/log10_abs")])
     assert len(histograms[0]) == len(histograms[1]) == 2
-    for unscaled, scaled in zip(*histograms):
+    for unscaled, scaled in zip(*histograms, strict=True):
         assert scaled.bucket == unscaled.bucket
         np.testing.assert_allclose(scaled.bucket_limit, unscaled.bucket_limit, rtol=0, atol=1e-12)
 
@@ -103,12 +105,14 @@ def test_histogram_device_counting_equals_bincount(dtype):
     ids = torch.bitwise_right_shift(bits, 5 if dtype == torch.bfloat16 else 21).bitwise_and_(1023)
     on_device = gradient_histogram_monitor._count_ids(ids, sync_free=True)
     assert torch.equal(on_device, gradient_histogram_monitor._count_ids(ids, sync_free=False))
-    assert torch.equal(on_device, log2_bucket_counts(values)) and on_device.sum() == values.numel()
+    assert torch.equal(on_device, log2_bucket_counts(values))
+    assert on_device.sum() == values.numel()
 
 
 @pytest.mark.parametrize("every_n_steps", [1, 3])
 def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_path, every_n_steps):
-    """With subsample=k the offsets of k consecutive logged steps partition the elements: the mean of the k estimates is exact."""
+    """With subsample=k the offsets of k consecutive logged steps partition the elements: the mean of the k
+    estimates is exact."""
     k = 3  # every_n_steps = 3 = k: the offset must rotate with the logged step, not the step
     gradients = known_gradients()
     model = Model(gradients=gradients)
@@ -121,8 +125,9 @@ def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_p
     assert len(histograms) == k
     totals: dict[float, float] = {}
     for value in histograms:
-        assert 0 < value.num and abs(value.num - np.count_nonzero(w)) <= 0.1 * w.size  # each one is an estimate
-        for limit, count in zip(value.bucket_limit, value.bucket):
+        assert value.num > 0
+        assert abs(value.num - np.count_nonzero(w)) <= 0.1 * w.size  # each one is an estimate
+        for limit, count in zip(value.bucket_limit, value.bucket, strict=True):
             totals[limit] = totals.get(limit, 0.0) + count / k
     limits = sorted(totals)
     lowest = min(value.min for value in histograms)

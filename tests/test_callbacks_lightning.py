@@ -1,4 +1,5 @@
-"""Both monitors inside Lightning: accumulation, loggers, precision, resume, several optimizers, the layout, bad input."""
+"""Both monitors inside Lightning: accumulation, loggers, precision, resume, several optimizers, the layout, bad
+input."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import torch
 from helpers import Model, make_trainer, read_events, scalar_series
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, monitoring_layout
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, monitoring_layout
 from lightning_radam.rectification import rho_t
 
 
@@ -21,7 +22,7 @@ def both(**histogram_kwargs):
     return [RectificationMonitor(), GradientHistogramMonitor(**histogram_kwargs)]
 
 
-@pytest.mark.parametrize("accumulate, every_n_steps, expected", [(3, 1, [0, 1, 2, 3]), (2, 2, [0, 2])])
+@pytest.mark.parametrize(("accumulate", "every_n_steps", "expected"), [(3, 1, [0, 1, 2, 3]), (2, 2, [0, 2])])
 def test_monitors_log_once_per_optimizer_step_under_accumulation(tmp_path, accumulate, every_n_steps, expected):
     callbacks = [
         RectificationMonitor(every_n_steps=every_n_steps),
@@ -32,7 +33,8 @@ def test_monitors_log_once_per_optimizer_step_under_accumulation(tmp_path, accum
     events = read_events(trainer.logger.log_dir)
     assert [h.step for h in events.Histograms("grad/log10_abs")] == expected
     steps, t = scalar_series(events, "radam/group0/step")
-    assert steps == expected and t.tolist() == [s + 1.0 for s in expected]  # rho_t advances once per optimizer step
+    assert steps == expected
+    assert t.tolist() == [s + 1.0 for s in expected]  # rho_t advances once per optimizer step
 
 
 def test_monitors_send_scalars_to_csv_and_warn_once_without_tensorboard(tmp_path):
@@ -41,7 +43,8 @@ def test_monitors_send_scalars_to_csv_and_warn_once_without_tensorboard(tmp_path
         warnings.simplefilter("always")
         trainer.fit(Model())
     messages = [str(w.message) for w in caught if "TensorBoardLogger" in str(w.message)]
-    assert len(messages) == 1 and messages[0].startswith("GradientHistogramMonitor: no TensorBoardLogger")
+    assert len(messages) == 1
+    assert messages[0].startswith("GradientHistogramMonitor: no TensorBoardLogger")
     header, *rows = (tmp_path / "version_0" / "metrics.csv").read_text().splitlines()
     columns = header.split(",")
     for name in ("radam/group0/rho_t", "radam/group0/skipped", "grad/zeros", "grad/nonfinite"):
@@ -140,28 +143,28 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "callback, kwargs, error, match",
+    ("callback", "kwargs", "error", "match"),
     [
-        (RectificationMonitor, dict(every_n_steps=0), ValueError, "Invalid every_n_steps: 0"),
-        (RectificationMonitor, dict(every_n_steps=1.5), TypeError, "Invalid every_n_steps"),
-        (RectificationMonitor, dict(threshold=3.9), ValueError, "Invalid threshold: 3.9"),
-        (RectificationMonitor, dict(threshold=float("nan")), ValueError, "Invalid threshold: nan"),
-        (RectificationMonitor, dict(threshold="5"), TypeError, "Invalid threshold"),
-        (RectificationMonitor, dict(layers="("), ValueError, r"Invalid layers: '\('"),
-        (RectificationMonitor, dict(layers=3), TypeError, "Invalid layers"),
-        (RectificationMonitor, dict(write_layout=1), TypeError, "Invalid write_layout"),
-        (GradientHistogramMonitor, dict(every_n_steps=-2), ValueError, "Invalid every_n_steps: -2"),
-        (GradientHistogramMonitor, dict(every_n_steps=True), TypeError, "Invalid every_n_steps"),
+        (RectificationMonitor, {"every_n_steps": 0}, ValueError, "Invalid every_n_steps: 0"),
+        (RectificationMonitor, {"every_n_steps": 1.5}, TypeError, "Invalid every_n_steps"),
+        (RectificationMonitor, {"threshold": 3.9}, ValueError, "Invalid threshold: 3.9"),
+        (RectificationMonitor, {"threshold": float("nan")}, ValueError, "Invalid threshold: nan"),
+        (RectificationMonitor, {"threshold": "5"}, TypeError, "Invalid threshold"),
+        (RectificationMonitor, {"layers": "("}, ValueError, r"Invalid layers: '\('"),
+        (RectificationMonitor, {"layers": 3}, TypeError, "Invalid layers"),
+        (RectificationMonitor, {"write_layout": 1}, TypeError, "Invalid write_layout"),
+        (GradientHistogramMonitor, {"every_n_steps": -2}, ValueError, "Invalid every_n_steps: -2"),
+        (GradientHistogramMonitor, {"every_n_steps": True}, TypeError, "Invalid every_n_steps"),
         (
             GradientHistogramMonitor,
-            dict(every_n_steps=2, layer_every_n_steps=3),
+            {"every_n_steps": 2, "layer_every_n_steps": 3},
             ValueError,
             "Invalid layer_every_n_steps: 3",
         ),
-        (GradientHistogramMonitor, dict(when="after_step"), ValueError, "Invalid when: 'after_step'"),
-        (GradientHistogramMonitor, dict(prefix=""), ValueError, "Invalid prefix: ''"),
-        (GradientHistogramMonitor, dict(layers="[a-"), ValueError, r"Invalid layers: '\[a-'"),
-        (GradientHistogramMonitor, dict(subsample=0), ValueError, "Invalid subsample: 0"),
+        (GradientHistogramMonitor, {"when": "after_step"}, ValueError, "Invalid when: 'after_step'"),
+        (GradientHistogramMonitor, {"prefix": ""}, ValueError, "Invalid prefix: ''"),
+        (GradientHistogramMonitor, {"layers": "[a-"}, ValueError, r"Invalid layers: '\[a-'"),
+        (GradientHistogramMonitor, {"subsample": 0}, ValueError, "Invalid subsample: 0"),
     ],
 )
 def test_monitors_reject_bad_arguments(callback, kwargs, error, match):

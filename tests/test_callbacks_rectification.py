@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import BETA2S, Model, assert_matches_math, make_trainer, read_events, scalar_series, two_groups
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 from lightning_radam.rectification import r_t
 
 
@@ -29,7 +29,7 @@ def test_rectification_monitor_radam_matches_math(tmp_path, threshold):
 
 
 @pytest.mark.parametrize(
-    "make, threshold",
+    ("make", "threshold"),
     [
         (lambda groups: torch.optim.Adam(groups, lr=1e-3), 5.0),
         (lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1), 4.0),
@@ -65,7 +65,9 @@ def test_rectification_monitor_reports_skipped_step(tmp_path, unscale_in_step):
     assert scalar_series(events, "radam/group0/step")[1].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert model.optimizers().optimizer.rectification_stats()[0].step == 5
     steps, nonfinite = scalar_series(events, "grad/nonfinite")
-    assert steps == [0, 1, 2, 3, 4, 5] and nonfinite[2] > 0 and nonfinite[[0, 1, 3, 4, 5]].sum() == 0
+    assert steps == [0, 1, 2, 3, 4, 5]
+    assert nonfinite[2] > 0
+    assert nonfinite[[0, 1, 3, 4, 5]].sum() == 0
 
 
 def test_rectification_monitor_layer_statistics(tmp_path):

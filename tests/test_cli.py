@@ -2,12 +2,11 @@
 
 import glob
 
-from lightning.pytorch.cli import LightningCLI
 from helpers import Model, read_events
-
-from lightning_radam import RAdam
+from lightning.pytorch.cli import LightningCLI
 from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
+from lightning_radam import RAdam
 
 CONFIG = """
 trainer:
@@ -54,10 +53,12 @@ def test_lightning_cli_builds_our_radam_and_callbacks_from_yaml(tmp_path, monkey
         True,
     )
     kinds = [type(c) for c in cli.trainer.callbacks]
-    assert RectificationMonitor in kinds and GradientHistogramMonitor in kinds
+    assert RectificationMonitor in kinds
+    assert GradientHistogramMonitor in kinds
     (events,) = glob.glob(str(tmp_path / "cli" / "version_0" / "events.out.tfevents.*"))
     accumulator = read_events(events)
-    assert accumulator.Tags()["scalars"] and accumulator.Tags()["histograms"]
+    assert accumulator.Tags()["scalars"]
+    assert accumulator.Tags()["histograms"]
 
 
 def test_lightning_cli_optimizer_flag_overrides_on_the_command_line(tmp_path, monkeypatch):
@@ -77,4 +78,6 @@ def test_lightning_cli_optimizer_flag_overrides_on_the_command_line(tmp_path, mo
     ]
     cli = LightningCLI(Model, args=args, save_config_kwargs={"overwrite": True})
     group = cli.trainer.optimizers[0].param_groups[0]
-    assert type(cli.trainer.optimizers[0]) is RAdam and group["lr"] == 0.002 and group["degenerated_to_sgd"] is True
+    assert type(cli.trainer.optimizers[0]) is RAdam
+    assert group["lr"] == 0.002
+    assert group["degenerated_to_sgd"] is True

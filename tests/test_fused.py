@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from helpers import CASE, PATHS, TOLERANCES, option_table, relative_error, run
 
 from lightning_radam import RAdam, radam

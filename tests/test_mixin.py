@@ -21,7 +21,8 @@ def test_mixin_fits_with_radam_built_from_hparams(tmp_path):
     t = make_trainer(tmp_path, logger=False, max_steps=12)
     t.fit(model, loader())
     optimizer = t.optimizers[0]
-    assert type(optimizer) is RAdam and t.global_step == 12
+    assert type(optimizer) is RAdam
+    assert t.global_step == 12
     for group in optimizer.param_groups:
         assert (
             group["lr"],
@@ -45,7 +46,8 @@ def test_mixin_excludes_biases_and_norm_parameters_from_weight_decay():
         "net.3.bias",
         "net.3.weight",
     ]
-    assert "weight_decay" not in decay and no_decay["weight_decay"] == 0.0
+    assert "weight_decay" not in decay
+    assert no_decay["weight_decay"] == 0.0
 
 
 def test_mixin_uses_radam_defaults_when_hparams_are_absent():
@@ -62,7 +64,7 @@ def test_mixin_frozen_parameters_are_left_out():
     assert sum(len(g["params"]) for g in model.radam_param_groups()) == 5
 
 
-@pytest.mark.parametrize("schedule,min_lr_ratio", [("cosine", 0.0), ("linear", 0.1)])
+@pytest.mark.parametrize(("schedule", "min_lr_ratio"), [("cosine", 0.0), ("linear", 0.1)])
 def test_mixin_lr_schedule_anneals_per_step(tmp_path, schedule, min_lr_ratio):
     model = Model(net="norms", lr=1e-2, lr_schedule=schedule, min_lr_ratio=min_lr_ratio)
     t = make_trainer(tmp_path, logger=False, max_steps=8)
@@ -76,11 +78,12 @@ def test_mixin_pieces_are_overridable_alone(tmp_path):
             return [{"params": list(self.parameters())}]
 
     optimizer = OneGroup(net="norms", weight_decay=0.1).configure_optimizers()
-    assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["weight_decay"] == 0.1
+    assert len(optimizer.param_groups) == 1
+    assert optimizer.param_groups[0]["weight_decay"] == 0.1
 
 
 @pytest.mark.parametrize(
-    "hparams,error,message",
+    ("hparams", "error", "message"),
     [
         ({"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
         ({"threshold": 2}, ValueError, "Invalid threshold: 2"),
@@ -114,7 +117,7 @@ def test_mixin_checkpoint_resumes_exactly(tmp_path):
     t = make_trainer(tmp_path / "resumed", logger=False, max_steps=10)
     t.fit(resumed, loader(n=128), ckpt_path=tmp_path / "step=4.ckpt")  # step 4: inside the unrectified phase
     assert t.global_step == 10
-    for a, b in zip(resumed.parameters(), full.parameters()):
+    for a, b in zip(resumed.parameters(), full.parameters(), strict=True):
         assert torch.equal(a, b)
     loaded = torch.load(tmp_path / "step=4.ckpt", weights_only=True)  # plain hparams: loads with torch >= 2.6 defaults
     assert loaded["hyper_parameters"]["lr_schedule"] == "cosine"

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-
 from helpers import PATHS, Model, assert_same, backward, snapshot
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_radam import RAdam
 
@@ -22,12 +21,12 @@ class _OpRecorder(TorchDispatchMode):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(nonfinite_grad="warn"), ValueError, "Invalid nonfinite_grad: 'warn'"),
-        (dict(nonfinite_grad="Skip"), ValueError, "Invalid nonfinite_grad: 'Skip'"),
-        (dict(nonfinite_grad=None), TypeError, "Invalid nonfinite_grad: .*got None"),
-        (dict(nonfinite_grad=True), TypeError, "Invalid nonfinite_grad: .*got True"),
-        (dict(unscale_in_step=1), TypeError, "Invalid unscale_in_step: .*got 1"),
-        (dict(unscale_in_step="yes"), TypeError, "Invalid unscale_in_step: .*got 'yes'"),
+        ({"nonfinite_grad": "warn"}, ValueError, "Invalid nonfinite_grad: 'warn'"),
+        ({"nonfinite_grad": "Skip"}, ValueError, "Invalid nonfinite_grad: 'Skip'"),
+        ({"nonfinite_grad": None}, TypeError, "Invalid nonfinite_grad: .*got None"),
+        ({"nonfinite_grad": True}, TypeError, "Invalid nonfinite_grad: .*got True"),
+        ({"unscale_in_step": 1}, TypeError, "Invalid unscale_in_step: .*got 1"),
+        ({"unscale_in_step": "yes"}, TypeError, "Invalid unscale_in_step: .*got 'yes'"),
     ],
 )
 def test_nonfinite_invalid_arguments_raise(kwargs, error, match):
@@ -125,7 +124,8 @@ def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path, unscale_fi
     model, reference_model = Model(seed=0), Model(seed=0)
     optimizer = RAdam(model.parameters(), lr=1e-2, unscale_in_step=True, **path)
     reference = RAdam(reference_model.parameters(), lr=1e-2, **path)
-    assert optimizer._step_supports_amp_scaling and not reference._step_supports_amp_scaling
+    assert optimizer._step_supports_amp_scaling
+    assert not reference._step_supports_amp_scaling
     scaler, reference_scaler = (torch.amp.GradScaler("cpu", init_scale=2.0**10) for _ in range(2))
     for seed in range(10):
         backward(model, seed=seed, scaler=scaler)
@@ -144,7 +144,7 @@ def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path, unscale_fi
             assert_same(snapshot(model.parameters(), optimizer), before)
     assert scaler.get_scale() == reference_scaler.get_scale() == 2.0**8  # backed off twice
     assert optimizer.state[model.hidden.weight]["step"].item() == 8
-    for p, q in zip(model.parameters(), reference_model.parameters()):
+    for p, q in zip(model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)  # unscaled in the update vs by the scaler
         torch.testing.assert_close(p.grad, q.grad)  # the gradients are left unscaled, as by the scaler
 
@@ -153,5 +153,5 @@ def test_unscale_in_step_survives_pickling_and_defaults_off():
     import pickle
 
     optimizer = RAdam(Model(seed=0).parameters(), unscale_in_step=True)
-    assert pickle.loads(pickle.dumps(optimizer))._step_supports_amp_scaling
+    assert pickle.loads(pickle.dumps(optimizer))._step_supports_amp_scaling  # noqa: S301 (our own bytes)
     assert not RAdam(Model(seed=0).parameters())._step_supports_amp_scaling

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 from helpers import (
     CASE,
     FROZEN_INDEX,
@@ -96,7 +95,7 @@ ALGORITHM_2_TABLE = [
 ]
 
 
-@pytest.mark.parametrize("threshold,degenerated_to_sgd,betas", ALGORITHM_2_TABLE)
+@pytest.mark.parametrize(("threshold", "degenerated_to_sgd", "betas"), ALGORITHM_2_TABLE)
 @pytest.mark.parametrize("foreach", [False, True])
 def test_radam_matches_plain_algorithm_2(threshold, degenerated_to_sgd, betas, foreach):
     start = [0.3, -1.2, 2.0, 0.0, 5.0]
@@ -112,7 +111,7 @@ def test_radam_matches_plain_algorithm_2(threshold, degenerated_to_sgd, betas, f
 
 
 @pytest.mark.parametrize(
-    "betas,threshold,first_rectified",
+    ("betas", "threshold", "first_rectified"),
     [((0.9, 0.999), 5.0, 6), ((0.9, 0.999), 4.0, 5), ((0.9, 0.98), 5.0, 6), ((0.9, 0.6), 5.0, None)],
 )
 @pytest.mark.parametrize("path", PATHS)
@@ -131,7 +130,8 @@ def test_radam_rectification_stats_and_skipped_updates(betas, threshold, first_r
         rectified = first_rectified is not None and t >= first_rectified
         assert isinstance(stats, RectificationStats)
         assert (stats.step, stats.rectified) == (t, rectified)
-        assert isinstance(stats.rho_t, float) and isinstance(stats.r_t, float)
+        assert isinstance(stats.rho_t, float)
+        assert isinstance(stats.r_t, float)
         assert torch.equal(theta.detach(), before) != rectified  # unrectified steps leave theta untouched
 
 
@@ -163,7 +163,9 @@ INVALID_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs,error,message", INVALID_ARGUMENTS, ids=[str(row[0]) for row in INVALID_ARGUMENTS])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"), INVALID_ARGUMENTS, ids=[str(row[0]) for row in INVALID_ARGUMENTS]
+)
 def test_radam_rejects_invalid_hyperparameters(kwargs, error, message):
     with pytest.raises(error, match=message):
         RAdam([torch.zeros(2, requires_grad=True)], **kwargs)
@@ -190,7 +192,8 @@ def test_radam_step_calls_closure_with_grad_enabled():
         return loss
 
     losses = [optimizer.step(closure).item() for _ in range(30)]
-    assert losses[0] == 5.0 and losses[-1] < losses[0]
+    assert losses[0] == 5.0
+    assert losses[-1] < losses[0]
 
 
 def test_radam_state_dict_mid_warmup_reproduces_the_trajectory_exactly():
@@ -212,12 +215,14 @@ def test_radam_state_dict_mid_warmup_reproduces_the_trajectory_exactly():
     for t in range(3, 60):
         set_grads(resumed, t, case)
         resumed_optimizer.step()
-    assert all(torch.equal(a, b) for a, b in zip(resumed, params))
+    assert all(torch.equal(a, b) for a, b in zip(resumed, params, strict=True))
     assert resumed_optimizer.rectification_stats() == optimizer.rectification_stats()
 
 
 @pytest.mark.parametrize(
-    "first,second", [(RAdam, torch.optim.RAdam), (torch.optim.RAdam, RAdam)], ids=["ours_to_torch", "torch_to_ours"]
+    ("first", "second"),
+    [(RAdam, torch.optim.RAdam), (torch.optim.RAdam, RAdam)],
+    ids=["ours_to_torch", "torch_to_ours"],
 )
 def test_radam_state_dict_migrates_to_and_from_torch(first, second):
     case = CASE["groups"]
@@ -259,7 +264,8 @@ def test_radam_load_state_dict_keeps_its_implementation_and_validates_first():
         torch_optimizer.step()
     ours = RAdam(params, lr=1e-2, fused=True)
     ours.load_state_dict(torch_optimizer.state_dict())  # torch's foreach=True does not clash with our fused=True
-    assert ours.param_groups[0]["fused"] is True and ours.param_groups[0]["foreach"] is None
+    assert ours.param_groups[0]["fused"] is True
+    assert ours.param_groups[0]["foreach"] is None
     assert ours.rectification_stats() == [None]
     set_grads(params, 3, case)
     ours.step()
@@ -270,4 +276,5 @@ def test_radam_load_state_dict_keeps_its_implementation_and_validates_first():
     bad["param_groups"][0]["threshold"] = 1.0
     with pytest.raises(ValueError, match="Invalid threshold: 1.0"):
         fresh.load_state_dict(bad)
-    assert len(fresh.state) == 0 and fresh.param_groups[0]["threshold"] == 5.0  # nothing was loaded
+    assert len(fresh.state) == 0
+    assert fresh.param_groups[0]["threshold"] == 5.0  # nothing was loaded

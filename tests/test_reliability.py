@@ -10,10 +10,10 @@ import pytest
 import torch
 from helpers import PATHS, Model, assert_same, backward, event_log, loader, make_trainer, relative_error, snapshot
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 from torch import nn
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,7 +36,7 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     run_script("--devices", 1, "--out", tmp_path / "one", cwd=tmp_path)
     two, one = torch.load(tmp_path / "two" / "result.pt"), torch.load(tmp_path / "one" / "result.pt")
     rank1 = torch.load(tmp_path / "two" / "rank1.pt")
-    for p2, p1, q in zip(two["params"], one["params"], rank1["params"]):
+    for p2, p1, q in zip(two["params"], one["params"], rank1["params"], strict=True):
         assert torch.equal(p2, q)  # ranks stay in sync
         assert relative_error([p2], [p1]) < 1e-12  # float64: all-reduce order is the only difference
     steps = {s["step"].item() for s in two["optimizer"]["state"].values()}
@@ -44,10 +44,8 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     (two_events,) = (tmp_path / "two" / "tb").rglob("events.out.tfevents.*")  # only rank zero writes
     (one_events,) = (tmp_path / "one" / "tb").rglob("events.out.tfevents.*")
     two_log, one_log = event_log(two_events), event_log(one_events)
-    assert (
-        two_log["scalars"].keys() == one_log["scalars"].keys()
-        and two_log["histograms"].keys() == one_log["histograms"].keys()
-    )
+    assert two_log["scalars"].keys() == one_log["scalars"].keys()
+    assert two_log["histograms"].keys() == one_log["histograms"].keys()
     assert [s for s, _ in two_log["scalars"]["radam/group0/rho_t"]] == list(range(12))  # once per step, no duplicates
     for tag, points in one_log["scalars"].items():
         if tag.startswith("radam/") and "layer" not in tag:  # rho_t, r_t, variances: once per step, equal
@@ -58,7 +56,7 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         assert two_log["histograms"][tag] == histograms, tag
 
 
-@pytest.mark.parametrize("accumulate,clip", [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
+@pytest.mark.parametrize(("accumulate", "clip"), [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
 def test_rho_t_advances_once_per_optimizer_step(tmp_path, accumulate, clip):
     model = Model(net="norms", lr=1e-2)
     t = make_trainer(tmp_path, max_steps=7, logger=False, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
@@ -66,7 +64,8 @@ def test_rho_t_advances_once_per_optimizer_step(tmp_path, accumulate, clip):
     optimizer = t.optimizers[0]
     assert {s["step"].item() for s in optimizer.state.values()} == {7.0}
     stats = optimizer.rectification_stats()[0]
-    assert stats.step == 7 and stats.rectified
+    assert stats.step == 7
+    assert stats.rectified
 
 
 def full_loss(model):
@@ -169,7 +168,7 @@ def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp
         t = make_trainer(tmp_path, monitors(), max_steps=16, logger=logger)
         t.fit(resumed, ResumableLoader(), ckpt_path=tmp_path / f"step={resume_step}.ckpt")
         assert t.global_step == 16
-        assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters())), resume_step
+        assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters(), strict=True)), resume_step
         (events,) = (tmp_path / f"resume{resume_step}").rglob("events.out.tfevents.*")
         resumed_log = event_log(events)
         for kind in ("scalars", "histograms"):  # the resumed run logs exactly the remaining steps, bitwise equal
