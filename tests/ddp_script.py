@@ -12,11 +12,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_radam import RAdamMixin
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 
 class Regressor(RAdamMixin, L.LightningModule):

@@ -16,9 +16,9 @@ from helpers import (
     scalar_series,
 )
 from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning_radam.callbacks import GradientHistogramMonitor, gradient_histogram_monitor, log2_bucket_counts
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, gradient_histogram_monitor, log2_bucket_counts
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])

@@ -11,10 +11,10 @@ import torch
 from helpers import Model, make_trainer, read_events, scalar_series
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, monitoring_layout
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, monitoring_layout
 from lightning_radam.rectification import rho_t
 
 

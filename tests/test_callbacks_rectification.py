@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import BETA2S, Model, assert_matches_math, make_trainer, read_events, scalar_series, two_groups
 from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 from lightning_radam.rectification import r_t
 
 

@@ -4,9 +4,9 @@ import glob
 
 from helpers import Model, read_events
 from lightning.pytorch.cli import LightningCLI
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 CONFIG = """
 trainer:

@@ -35,10 +35,10 @@ from helpers import (
     two_groups,
 )
 from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, log2_bucket_counts
-from lightning_radam.callbacks.gradient_histogram_monitor import _count_ids
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, log2_bucket_counts
+from lightning_radam.callbacks.gradient_histogram_monitor import _count_ids
 
 pytestmark = pytest.mark.cuda
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from helpers import PATHS, Model, assert_same, backward, event_log, loader, make_trainer, relative_error, snapshot
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 from torch import nn
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 HERE = Path(__file__).resolve().parent
 
