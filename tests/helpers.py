@@ -6,8 +6,7 @@ factory and one TensorBoard reader. The test files are tables of cases around th
 - Problem: ``make_params``, ``make_groups``, ``set_grads``, ``run``; ``state_tensors``, ``snapshot``, ``assert_same``,
   ``backward``.
 - Error measure: ``relative_error``.
-- Model: ``Model`` (``DigitsModel`` is the same class, the name tests/test_docs.py imports); data: ``loader``,
-  ``digits``, ``known_gradients``.
+- Model: ``Model``; data: ``loader``, ``digits``, ``known_gradients``.
 - Trainer: ``make_trainer``.
 - TensorBoard: ``read_events`` and its views ``scalar_series`` and ``event_log``; assertions over what the monitors
   logged: ``assert_matches_math`` (RectificationMonitor), ``assert_histogram_equals_numpy`` (GradientHistogramMonitor).
@@ -380,8 +379,6 @@ class Model(RAdamMixin, L.LightningModule):
         generator = torch.Generator().manual_seed(0)
         return DataLoader(digits(), batch_size=self.batch_size, shuffle=True, generator=generator)
 
-
-DigitsModel = Model  # the name tests/test_docs.py imports; Model() is the digits network
 
 BETA2S = (0.98, 0.999)  # one per parameter group of two_groups
 
