@@ -203,9 +203,14 @@ class Adam2k(Optimizer):
         super().__init__(params, {**defaults, "betas": tuple(betas)})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a parameter group, validating its hyper-parameters like the constructor's."""
+        """Add a parameter group, validated like the constructor's arguments before anything is added.
+
+        Raises:
+            ValueError, TypeError: as the constructor; the optimizer is then left as it was.
+        """
+        if isinstance(param_group, dict) and "params" in param_group:  # otherwise torch raises its own error
+            _check_adam2k_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        _check_adam2k_group(self.param_groups[-1])
 
     @overload
     def step(self, closure: None = None) -> None: ...

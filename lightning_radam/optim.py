@@ -419,6 +419,21 @@ def _check_group(group: dict[str, Any]) -> None:
         raise ValueError("Invalid foreach and fused: at most one of them can be True")
 
 
+def _param_tensors(param_group: dict[str, Any]) -> list[Tensor]:
+    """The tensors of a group's ``params`` (a tensor, or tensors or (name, tensor) pairs), read once.
+
+    An iterator is stored back as a list, which torch's ``add_param_group`` then reads again.
+    """
+    params = param_group["params"]
+    if isinstance(params, Tensor):
+        return [params]
+    if isinstance(params, set):
+        return []  # torch's add_param_group refuses sets (unordered)
+    param_group["params"] = params = list(params)
+    tensors = (p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params)
+    return [t for t in tensors if isinstance(t, Tensor)]
+
+
 def _lazy_state(state: dict[str, Any], param: Tensor) -> dict[str, Any]:
     """Create a parameter's Adam state on its first step, with torch.optim.RAdam's keys (host-side ``step``)."""
     if len(state) == 0:
@@ -516,12 +531,18 @@ class RAdam(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a parameter group, validating its hyper-parameters like the constructor's."""
+        """Add a parameter group, validated like the constructor's arguments before anything is added.
+
+        Raises:
+            ValueError, TypeError: as the constructor; the optimizer is then left as it was.
+            RuntimeError: if the group asks for ``fused=True`` where the fused path does not apply.
+        """
+        if isinstance(param_group, dict) and "params" in param_group:  # otherwise torch raises its own error
+            group = {**self.defaults, **param_group}
+            _check_group(group)
+            if group["fused"]:
+                _require_fused_supported(_param_tensors(param_group))
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _check_group(group)
-        if group["fused"]:
-            _require_fused_supported(group["params"])
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_step_supports_amp_scaling": self._step_supports_amp_scaling}
