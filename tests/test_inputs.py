@@ -4,13 +4,17 @@ A rejected input raises a one-line TypeError (wrong kind) or ValueError (out of 
 the value; an accepted input behaves exactly as its plain Python equivalent.
 """
 
+import math
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
 
 from lightning_radam import Adam2k, RAdam
+from lightning_radam.baselines import linear_warmup, untuned_exponential_warmup, untuned_linear_warmup
 
 MAX_SCALE = 1.8446743e19  # sqrt(float32 max): the largest lr and weight_decay accepted (lightning_radam._checks)
 F32 = float(np.float32(1e-3))  # what np.float32(1e-3) and torch.tensor(1e-3) hold, as a Python float
@@ -45,12 +49,145 @@ def _param():
     return torch.linspace(-1.0, 1.0, 5).requires_grad_()
 
 
+# RAdam(params, **kwargs): rejected -> Raises; accepted -> the plain Python arguments it must equal, stored and stepped.
+RADAM_TABLE = [
+    # accepted as torch.optim.RAdam accepts them, and stored as Python floats (a Tensor lr stays a Tensor)
+    ("lr numpy float32", {"lr": np.float32(1e-3)}, {"lr": F32}),
+    ("lr numpy float64", {"lr": np.float64(1e-3)}, {"lr": 1e-3}),
+    ("lr numpy int", {"lr": np.int64(0)}, {"lr": 0.0}),
+    ("lr 0-d numpy array", {"lr": np.array(1e-3)}, {"lr": 1e-3}),
+    ("lr Fraction", {"lr": Fraction(1, 1000)}, {"lr": 1e-3}),
+    ("lr 0-d tensor", {"lr": torch.tensor(1e-3)}, {"lr": F32}),
+    ("lr 1-element tensor", {"lr": torch.tensor([1e-3])}, {"lr": F32}),
+    ("lr float64 tensor", {"lr": torch.tensor(1e-3, dtype=torch.float64)}, {"lr": 1e-3}),
+    ("lr at the maximum", {"lr": MAX_SCALE}, {"lr": MAX_SCALE}),
+    ("betas numpy", {"betas": (np.float32(0.9), np.float64(0.99))}, {"betas": (float(np.float32(0.9)), 0.99)}),
+    ("betas tensors", {"betas": (torch.tensor(0.5), torch.tensor(0.75))}, {"betas": (0.5, 0.75)}),
+    ("betas list", {"betas": [0.9, 0.99]}, {"betas": (0.9, 0.99)}),
+    ("betas 1-d tensor", {"betas": torch.tensor([0.5, 0.75])}, {"betas": (0.5, 0.75)}),
+    ("betas numpy array", {"betas": np.array([0.9, 0.99])}, {"betas": (0.9, 0.99)}),
+    ("eps numpy", {"eps": np.float64(1e-6)}, {"eps": 1e-6}),
+    ("eps tensor", {"eps": torch.tensor(0.5)}, {"eps": 0.5}),
+    ("eps huge but finite", {"eps": 1.7e308}, {"eps": 1.7e308}),  # only shrinks the update: works on every path
+    ("weight_decay numpy", {"weight_decay": np.float32(0.5)}, {"weight_decay": 0.5}),
+    ("weight_decay tensor", {"weight_decay": torch.tensor(0.25)}, {"weight_decay": 0.25}),
+    ("weight_decay int", {"weight_decay": 1}, {"weight_decay": 1.0}),
+    ("threshold numpy", {"threshold": np.float64(4.0)}, {"threshold": 4.0}),
+    ("threshold tensor", {"threshold": torch.tensor(6.0)}, {"threshold": 6.0}),
+    ("maximize numpy bool", {"maximize": np.bool_(False)}, {"maximize": False}),
+    # rejected: beyond the float range, or finite but so large that step() would overflow float32 scalars
+    ("lr int beyond float", {"lr": HUGE}, Raises(ValueError, r"Invalid learning rate: ~1e\+400 \(expected 0 <= lr")),
+    ("lr 1.7e308", {"lr": 1.7e308},
+        Raises(ValueError, r"Invalid learning rate: 1.7e\+308 \(expected 0 <= lr <= 1.8e\+19\)")),
+    ("lr above maximum", {"lr": 1e20},
+        Raises(ValueError, r"Invalid learning rate: 1e\+20 \(expected 0 <= lr <= 1.8e\+19\)")),
+    ("lr tensor above maximum", {"lr": torch.tensor(1e20)},
+        Raises(ValueError, r"Invalid learning rate: 1.00+2\d*e\+20 \(expected")),
+    ("lr negative tensor", {"lr": torch.tensor(-1.0)}, Raises(ValueError, r"Invalid learning rate: -1.0")),
+    ("lr complex tensor", {"lr": torch.tensor(1j)},
+        Raises(TypeError, "Invalid learning rate: expected a float.*complex")),
+    ("lr bool tensor", {"lr": torch.tensor(True)}, Raises(TypeError, "Invalid learning rate: expected a float.*bool")),
+    ("lr numpy bool", {"lr": np.bool_(True)}, Raises(TypeError, r"Invalid learning rate: expected a float.*True")),
+    ("lr Decimal", {"lr": Decimal("0.001")}, Raises(TypeError, r"Invalid learning rate: expected a float.*Decimal")),
+    ("lr str", {"lr": "1e-3"}, Raises(TypeError, r"Invalid learning rate: expected a float.*got '1e-3'")),
+    ("eps int beyond float", {"eps": HUGE}, Raises(ValueError, r"Invalid eps: ~1e\+400 \(expected 0 < eps < inf\)")),
+    ("eps 2 elements", {"eps": torch.tensor([1e-8, 1e-8])},
+        Raises(ValueError, r"Invalid eps: expected 1 element, got shape \(2,\)")),
+    ("weight_decay int beyond float", {"weight_decay": HUGE}, Raises(ValueError, r"Invalid weight_decay: ~1e\+400")),
+    ("weight_decay 1.7e308", {"weight_decay": 1.7e308},
+        Raises(ValueError, r"Invalid weight_decay: 1.7e\+308 \(expected 0 <= weight_decay <= 1.8e\+19\)")),
+    ("weight_decay numpy array", {"weight_decay": np.array([0.1, 0.2])},
+        Raises(ValueError, r"Invalid weight_decay: expected 1 element")),
+    ("betas None", {"betas": None},
+        Raises(TypeError, r"Invalid betas: expected a pair of floats, got None.*\(beta1, beta2\)")),
+    ("betas str", {"betas": "0.9,0.999"},
+        Raises(TypeError, r"Invalid betas: expected a pair of floats, got '0.9,0.999'")),
+    ("betas 3 elements", {"betas": torch.tensor([0.5, 0.6, 0.7])},
+        Raises(TypeError, r"Invalid betas: expected a pair of floats")),
+    ("beta2 int beyond float", {"betas": (0.9, HUGE)},
+        Raises(ValueError, r"Invalid beta parameter at index 1: ~1e\+400")),
+    ("beta1 numpy 1.0", {"betas": (np.float64(1.0), 0.999)},
+        Raises(ValueError, r"Invalid beta parameter at index 0: 1.0")),
+    ("beta1 None", {"betas": (None, 0.999)},
+        Raises(TypeError, r"Invalid beta parameter at index 0: expected a float, got None")),
+    ("threshold str", {"threshold": "5"}, Raises(TypeError, r"Invalid threshold: expected a float, got '5'")),
+    ("threshold int beyond float", {"threshold": HUGE}, Raises(ValueError, r"Invalid threshold: ~1e\+400")),
+    ("maximize int", {"maximize": 1}, Raises(TypeError, "Invalid maximize: expected a bool, got 1")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), _rows(RADAM_TABLE))
+def test_radam_inputs(kwargs, expected):
+    if isinstance(expected, Raises):
+        with pytest.raises(expected.error, match=expected.match):
+            RAdam([_param()], **kwargs)
+        with pytest.raises(expected.error, match=expected.match):  # in a parameter group as well
+            RAdam([{"params": [_param()], **kwargs}])
+        return
+    group = RAdam([_param()], **kwargs).param_groups[0]
+    for key, plain in expected.items():
+        if isinstance(kwargs[key], torch.Tensor) and key == "lr":
+            assert group[key] is kwargs[key]  # a Tensor lr stays a Tensor, as in torch.optim
+        else:
+            assert group[key] == plain, key
+            assert type(group[key]) is type(plain), key
+            if key == "betas":
+                assert all(type(beta) is float for beta in group[key])
+    ours = _steps(lambda params, path: RAdam(params, **kwargs, **path), _param)
+    plain = _steps(lambda params, path: RAdam(params, **expected, **path), _param)
+    for a, b in zip(ours, plain, strict=True):
+        assert torch.equal(a, b)
+
+
+# Adam2k(params, **kwargs), same conventions.
+ADAM2K_TABLE = [
+    ("lr numpy float32", {"lr": np.float32(1e-3)}, {"lr": F32}),
+    ("lr tensor", {"lr": torch.tensor(1e-3)}, {"lr": F32}),
+    ("betas tensors", {"betas": (torch.tensor(0.5), torch.tensor(0.75))}, {"betas": (0.5, 0.75)}),
+    ("eps numpy", {"eps": np.float64(1e-6)}, {"eps": 1e-6}),
+    ("weight_decay tensor", {"weight_decay": torch.tensor(0.25)}, {"weight_decay": 0.25}),
+    ("k numpy int", {"k": np.int64(3)}, {"k": 3}),
+    ("lr int beyond float", {"lr": HUGE}, Raises(ValueError, r"Invalid learning rate: ~1e\+400")),
+    ("lr 1.7e308", {"lr": 1.7e308}, Raises(ValueError, r"Invalid learning rate: 1.7e\+308")),
+    ("eps int beyond float", {"eps": HUGE}, Raises(ValueError, r"Invalid eps: ~1e\+400")),
+    ("weight_decay 1.7e308", {"weight_decay": 1.7e308}, Raises(ValueError, r"Invalid weight_decay: 1.7e\+308")),
+    ("betas str", {"betas": "0.9,0.999"},
+        Raises(TypeError, r"Invalid betas: expected a pair of floats, got '0.9,0.999'")),
+    ("k str", {"k": "3"}, Raises(TypeError, "Invalid k: expected an int, got '3'")),
+    ("k numpy float", {"k": np.float64(3.0)}, Raises(TypeError, r"Invalid k: expected an int, got np.float64\(3.0\)")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), _rows(ADAM2K_TABLE))
+def test_adam2k_inputs(kwargs, expected):
+    if isinstance(expected, Raises):
+        with pytest.raises(expected.error, match=expected.match):
+            Adam2k([_param()], **kwargs)
+        with pytest.raises(expected.error, match=expected.match):
+            Adam2k([{"params": [_param()], **kwargs}])
+        return
+    group = Adam2k([_param()], **kwargs).param_groups[0]
+    for key, plain in expected.items():
+        if not isinstance(kwargs[key], torch.Tensor) or key != "lr":
+            assert group[key] == plain, key
+            assert type(group[key]) is type(plain), key
+    param, reference = _param(), _param()
+    ours, plain = Adam2k([param], **{"k": 2, **kwargs}), Adam2k([reference], **{"k": 2, **expected})
+    for _ in range(5):
+        for p, optimizer in ((param, ours), (reference, plain)):
+            optimizer.zero_grad()
+            p.pow(2).sum().backward()
+            optimizer.step()
+    assert torch.equal(param, reference)
+
+
 # optimizer.add_param_group(group): a rejected group leaves the optimizer as it was, and a corrected retry succeeds.
 ADD_PARAM_GROUP_TABLE = [
     ("RAdam lr -1", RAdam, {"lr": -1.0}, Raises(ValueError, r"Invalid learning rate: -1.0")),
     ("RAdam threshold 2", RAdam, {"threshold": 2}, Raises(ValueError, r"Invalid threshold: 2")),
     ("RAdam nonfinite_grad nope", RAdam, {"nonfinite_grad": "nope"},
         Raises(ValueError, "Invalid nonfinite_grad: 'nope'")),
+    ("RAdam lr 1.7e308", RAdam, {"lr": 1.7e308}, Raises(ValueError, r"Invalid learning rate: 1.7e\+308")),
     ("RAdam betas str", RAdam, {"betas": "0.9"},
         Raises(TypeError, r"Invalid betas: expected a pair of floats, got '0.9'")),
     ("RAdam fused complex", RAdam, {"fused": True, "complex": True},
@@ -80,3 +217,27 @@ def test_add_param_group_inputs(optimizer_class, bad, expected):
     optimizer.add_param_group({"params": [added], "lr": 0.1})  # the corrected retry succeeds
     assert len(optimizer.param_groups) == 2
     assert optimizer.param_groups[1]["params"] == [added]
+
+
+# Learning-rate factors of the baselines: (function, args) -> the factor at index 0, or Raises.
+WARMUP_TABLE = [
+    ("linear_warmup numpy int", linear_warmup, (np.int64(4),), 0.25),
+    ("linear_warmup tensor", linear_warmup, (torch.tensor(4.0),), 0.25),
+    ("untuned_linear_warmup numpy", untuned_linear_warmup, (np.float32(0.5),), 0.25),
+    ("untuned_exponential_warmup tensor", untuned_exponential_warmup, (torch.tensor(0.0),), 1.0 - math.exp(-1.0)),
+    ("linear_warmup int beyond float", linear_warmup, (HUGE,),
+        Raises(ValueError, r"Invalid warmup_steps: ~1e\+400 \(expected 0 < warmup_steps < inf\)")),
+    ("linear_warmup bool", linear_warmup, (True,),
+        Raises(TypeError, "Invalid warmup_steps: expected a number, got True")),
+    ("untuned_linear_warmup int beyond float", untuned_linear_warmup, (HUGE,),
+        Raises(ValueError, r"Invalid beta2: ~1e\+400")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("function", "args", "expected"), _rows(WARMUP_TABLE))
+def test_warmup_inputs(function, args, expected):
+    if isinstance(expected, Raises):
+        with pytest.raises(expected.error, match=expected.match):
+            function(*args)
+        return
+    assert function(*args)(0) == pytest.approx(expected, rel=1e-12)
