@@ -12,9 +12,19 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lightning_radam import Adam2k, RAdam
 from lightning_radam.baselines import linear_warmup, untuned_exponential_warmup, untuned_linear_warmup
+from lightning_radam.rectification import (
+    first_rectified_step,
+    r_t,
+    rho_inf,
+    rho_t,
+    variance_adaptive_lr,
+    variance_adaptive_lr_first_order,
+)
 
 MAX_SCALE = 1.8446743e19  # sqrt(float32 max): the largest lr and weight_decay accepted (lightning_radam._checks)
 F32 = float(np.float32(1e-3))  # what np.float32(1e-3) and torch.tensor(1e-3) hold, as a Python float
@@ -219,6 +229,66 @@ def test_add_param_group_inputs(optimizer_class, bad, expected):
     assert optimizer.param_groups[1]["params"] == [added]
 
 
+# The rectification functions: (function, args) -> value (never NaN or inf), or Raises.
+RHO_INF_0999 = 1999.0
+RECTIFICATION_TABLE = [
+    ("rho_t inf is rho_inf", rho_t, (math.inf, 0.999), RHO_INF_0999),
+    ("rho_t 1.7e308", rho_t, (1.7e308, 0.999), RHO_INF_0999),
+    ("rho_t int beyond float", rho_t, (HUGE, 0.999), RHO_INF_0999),
+    ("rho_t 2**1023", rho_t, (2**1023, 0.999), RHO_INF_0999),
+    ("rho_t array with inf", rho_t, (np.array([1.0, math.inf]), 0.999), [1.0, RHO_INF_0999]),
+    ("rho_t tensor inf", rho_t, (torch.tensor([math.inf]), 0.5), [3.0]),
+    ("rho_t inf beta2 0", rho_t, (math.inf, 0.0), 1.0),
+    ("r_t inf is 1", r_t, (math.inf, 0.999), 1.0),
+    ("r_t 1.7e308", r_t, (1.7e308, 0.999), 1.0),
+    ("r_t int beyond float", r_t, (HUGE, 0.999), 1.0),
+    ("r_t inf never rectified", r_t, (math.inf, 0.5), 0.0),
+    ("rho_inf numpy", rho_inf, (np.float64(0.98),), 99.0),
+    ("rho_inf tensor", rho_inf, (torch.tensor(0.5, dtype=torch.float64),), 3.0),
+    ("first_rectified_step numpy", first_rectified_step, (np.float32(0.999), np.float64(4.0)), 5),
+    ("first_rectified_step int threshold", first_rectified_step, (0.999, 5), 6),
+    ("rho_t -inf", rho_t, (-math.inf, 0.999), Raises(ValueError, "Invalid step: -inf")),
+    ("rho_t nan", rho_t, (math.nan, 0.999), Raises(ValueError, "Invalid step: nan")),
+    ("rho_t -int beyond float", rho_t, (-HUGE, 0.999), Raises(ValueError, "Invalid step: -inf")),
+    ("rho_t list of str", rho_t, (["6"], 0.999),
+        Raises(TypeError, "Invalid step: expected real numbers, got an array of dtype <U1")),
+    ("rho_t complex array", rho_t, (np.array([1 + 1j]), 0.999),
+        Raises(TypeError, "Invalid step: expected real numbers, got an array of dtype complex128")),
+    ("rho_t bool tensor", rho_t, (torch.tensor([True]), 0.999),
+        Raises(TypeError, "Invalid step: expected a real tensor, got dtype torch.bool")),
+    ("r_t str", r_t, ("6", 0.999), Raises(TypeError, "Invalid step: expected a number, array or tensor, got str '6'")),
+    ("rho_t beta2 str", rho_t, (6, "0.999"), Raises(TypeError, "Invalid beta2: expected a float, got '0.999'")),
+    ("first_rectified_step threshold str", first_rectified_step, (0.999, "5"),
+        Raises(TypeError, "Invalid threshold: expected a float, got '5'")),
+    ("first_rectified_step threshold None", first_rectified_step, (0.999, None),
+        Raises(TypeError, "Invalid threshold: expected a float, got None")),
+    ("first_rectified_step threshold int beyond float", first_rectified_step, (0.999, HUGE),
+        Raises(ValueError, r"Invalid threshold: ~1e\+400")),
+    ("first_rectified_step beta2 str", first_rectified_step, ("0.999",),
+        Raises(TypeError, "Invalid beta2: expected a float, got '0.999'")),
+    ("variance_adaptive_lr int beyond float", variance_adaptive_lr, (HUGE,), Raises(ValueError, "Invalid rho: inf")),
+    ("variance_adaptive_lr_first_order str", variance_adaptive_lr_first_order, ("6",),
+        Raises(TypeError, "Invalid rho: expected a number, array or tensor, got str '6'")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("function", "args", "expected"), _rows(RECTIFICATION_TABLE))
+def test_rectification_inputs(function, args, expected):
+    if isinstance(expected, Raises):
+        with pytest.raises(expected.error, match=expected.match):
+            function(*args)
+        return
+    value = function(*args)
+    if isinstance(expected, list):
+        value = np.asarray(value)
+        assert np.isfinite(value).all()
+        np.testing.assert_allclose(value, expected, rtol=1e-12)
+    else:
+        assert type(value) is type(expected)
+        assert math.isfinite(value)
+        assert value == pytest.approx(expected, rel=1e-12)
+
+
 # Learning-rate factors of the baselines: (function, args) -> the factor at index 0, or Raises.
 WARMUP_TABLE = [
     ("linear_warmup numpy int", linear_warmup, (np.int64(4),), 0.25),
@@ -241,3 +311,35 @@ def test_warmup_inputs(function, args, expected):
             function(*args)
         return
     assert function(*args)(0) == pytest.approx(expected, rel=1e-12)
+
+
+# Property: for every input they accept, the rectification functions return finite numbers in range.
+accepted_steps = st.one_of(
+    st.integers(min_value=1, max_value=10**400),
+    st.floats(min_value=1.0, max_value=1.7e308).map(math.floor).map(float),
+    st.just(math.inf),
+)
+accepted_beta2s = st.one_of(st.floats(min_value=0.0, max_value=1.0, exclude_max=True), st.just(1.0 - 2**-53))
+
+
+@settings(max_examples=300, deadline=None)
+@given(step=accepted_steps, beta2=accepted_beta2s)
+def test_rho_t_and_r_t_are_finite_for_every_accepted_input(step, beta2):
+    rho, r = rho_t(step, beta2), r_t(step, beta2)
+    assert math.isfinite(rho)
+    assert math.isfinite(r)
+    assert 1.0 - 1e-9 <= rho <= rho_inf(beta2) * (1 + 1e-12)
+    assert 0.0 <= r <= 1.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(beta2=accepted_beta2s, threshold=st.floats(min_value=4.0, max_value=1e18))
+def test_first_rectified_step_is_an_int_where_rho_t_crosses_the_threshold(beta2, threshold):
+    step = first_rectified_step(beta2, threshold)
+    if step is None:
+        assert rho_inf(beta2) <= threshold
+        return
+    assert isinstance(step, int)
+    assert step >= 1
+    assert rho_t(step, beta2) > threshold
+    assert step == 1 or rho_t(step - 1, beta2) <= threshold
