@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from helpers import Classifier
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -227,6 +228,54 @@ def test_add_param_group_inputs(optimizer_class, bad, expected):
     optimizer.add_param_group({"params": [added], "lr": 0.1})  # the corrected retry succeeds
     assert len(optimizer.param_groups) == 2
     assert optimizer.param_groups[1]["params"] == [added]
+
+
+# RAdamMixin: hparams -> Raises, or the values the built optimizer holds.
+MIXIN_TABLE = [
+    ("min_lr_ratio numpy", {"min_lr_ratio": np.float64(0.1)}, {}),
+    ("min_lr_ratio int", {"min_lr_ratio": 1}, {}),
+    ("lr numpy", {"lr": np.float32(1e-3)}, {"lr": F32}),
+    ("betas list", {"betas": [0.9, 0.98]}, {"betas": (0.9, 0.98)}),
+    ("plain extra hparams", {"hidden": 32, "name": "mlp", "dims": [1, 2], "opts": {"a": (1, None)}}, {}),
+    ("min_lr_ratio str", {"min_lr_ratio": "0.1"},
+        Raises(TypeError, r"Invalid min_lr_ratio: expected a real number in \[0, 1\], got '0.1'")),
+    ("min_lr_ratio None", {"min_lr_ratio": None},
+        Raises(TypeError, r"Invalid min_lr_ratio: expected a real number in \[0, 1\], got None")),
+    ("min_lr_ratio bool", {"min_lr_ratio": True},
+        Raises(TypeError, r"Invalid min_lr_ratio: expected a real number in \[0, 1\], got True")),
+    ("min_lr_ratio negative", {"min_lr_ratio": -0.1},
+        Raises(ValueError, r"Invalid min_lr_ratio: -0.1 \(expected 0 <= min_lr_ratio <= 1\)")),
+    ("min_lr_ratio nan", {"min_lr_ratio": math.nan}, Raises(ValueError, r"Invalid min_lr_ratio: nan")),
+    ("betas None", {"betas": None},
+        Raises(TypeError, r"Invalid betas: expected a pair of floats, got None.*\(beta1, beta2\)")),
+    ("betas float", {"betas": 0.9}, Raises(TypeError, r"Invalid betas: expected a pair of floats, got 0.9")),
+    ("betas str", {"betas": "0.9,0.999"},
+        Raises(TypeError, r"Invalid betas: expected a pair of floats, got '0.9,0.999'")),
+    ("class in hparams", {"act": torch.nn.ReLU},
+        Raises(TypeError, r"Invalid hparams\['act'\]: <class 'torch.nn.*ReLU'> is a class or callable")),
+    ("callable in hparams", {"loss": torch.nn.functional.mse_loss},
+        Raises(TypeError, r"Invalid hparams\['loss'\]: <function mse_loss")),
+    ("module in hparams", {"head": torch.nn.Identity()},
+        Raises(TypeError, r"Invalid hparams\['head'\]: Identity\(\) is a class or callable")),
+    ("callable in a list", {"layers": [64, torch.relu]},
+        Raises(TypeError, r"Invalid hparams\['layers'\]\[1\]: <built-in method relu")),
+    ("callable in a dict", {"opts": {"fn": len}},
+        Raises(TypeError, r"Invalid hparams\['opts'\]\['fn'\]: <built-in function len>")),
+]  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:Attribute 'head' is an instance of `nn.Module`")
+@pytest.mark.parametrize(("hparams", "expected"), _rows(MIXIN_TABLE))
+def test_mixin_hparams(hparams, expected):
+    model = Classifier(**hparams)
+    if isinstance(expected, Raises):
+        with pytest.raises(expected.error, match=expected.match):
+            model.configure_optimizers()
+        return
+    optimizer = model.configure_optimizers()
+    for key, value in expected.items():
+        assert optimizer.param_groups[0][key] == value
+        assert type(optimizer.param_groups[0][key]) is type(value)
 
 
 # The rectification functions: (function, args) -> value (never NaN or inf), or Raises.
