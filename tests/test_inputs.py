@@ -12,9 +12,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from helpers import Classifier
+from helpers import Classifier, DigitsModel, make_trainer, read_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lightning_radam.callbacks import GradientHistogramMonitor
 
 from lightning_radam import Adam2k, RAdam
 from lightning_radam.baselines import linear_warmup, untuned_exponential_warmup, untuned_linear_warmup
@@ -360,6 +361,30 @@ def test_warmup_inputs(function, args, expected):
             function(*args)
         return
     assert function(*args)(0) == pytest.approx(expected, rel=1e-12)
+
+
+# GradientHistogramMonitor(subsample=...): the estimate count * subsample must fit in int64.
+SUBSAMPLE_TABLE = [
+    ("subsample maximum", 2**32, None),
+    ("subsample 2**63", 2**63,
+        Raises(ValueError, r"Invalid subsample: 9223372036854775808 \(expected 1 <= subsample <= 4294967296\)")),
+    ("subsample above maximum", 2**32 + 1, Raises(ValueError, r"Invalid subsample: 4294967297")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("subsample", "expected"), _rows(SUBSAMPLE_TABLE))
+def test_gradient_histogram_monitor_subsample(tmp_path, subsample, expected):
+    if isinstance(expected, Raises):
+        with pytest.raises(expected.error, match=expected.match):
+            GradientHistogramMonitor(subsample=subsample)
+        return
+    monitor = GradientHistogramMonitor(subsample=subsample)
+    make_trainer(tmp_path, [monitor], max_steps=1).fit(DigitsModel())
+    events = read_events(str(tmp_path / "version_0"))
+    (histogram,) = events.Histograms("grad/log10_abs")
+    zeros = events.Scalars("grad/zeros")[0].value
+    # step 0 reads element 0 of each of the 4 parameters, each standing for `subsample` elements: no int64 wrap-around
+    assert histogram.histogram_value.num + zeros == 4 * subsample
 
 
 # Property: for every input they accept, the rectification functions return finite numbers in range.
