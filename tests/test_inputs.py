@@ -12,13 +12,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from helpers import Classifier, DigitsModel, make_trainer, read_events
+from helpers import Model, make_trainer, read_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lightning_radam.callbacks import GradientHistogramMonitor
 
 from lightning_radam import Adam2k, RAdam
 from lightning_radam.baselines import linear_warmup, untuned_exponential_warmup, untuned_linear_warmup
+from lightning_radam.callbacks import GradientHistogramMonitor
 from lightning_radam.rectification import (
     first_rectified_step,
     r_t,
@@ -268,7 +268,7 @@ MIXIN_TABLE = [
 @pytest.mark.filterwarnings("ignore:Attribute 'head' is an instance of `nn.Module`")
 @pytest.mark.parametrize(("hparams", "expected"), _rows(MIXIN_TABLE))
 def test_mixin_hparams(hparams, expected):
-    model = Classifier(**hparams)
+    model = Model(net="norms", **hparams)
     if isinstance(expected, Raises):
         with pytest.raises(expected.error, match=expected.match):
             model.configure_optimizers()
@@ -379,7 +379,7 @@ def test_gradient_histogram_monitor_subsample(tmp_path, subsample, expected):
             GradientHistogramMonitor(subsample=subsample)
         return
     monitor = GradientHistogramMonitor(subsample=subsample)
-    make_trainer(tmp_path, [monitor], max_steps=1).fit(DigitsModel())
+    make_trainer(tmp_path, [monitor], max_steps=1).fit(Model())
     events = read_events(str(tmp_path / "version_0"))
     (histogram,) = events.Histograms("grad/log10_abs")
     zeros = events.Scalars("grad/zeros")[0].value
