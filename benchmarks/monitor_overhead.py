@@ -25,9 +25,9 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 
 class ManyTensors(L.LightningModule):

@@ -37,6 +37,11 @@ __all__ = ["GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
 NUM_BUCKETS = 1024  # 8 exponent bits x 2 leading mantissa bits; bucket k = 4 * exponent + j
 _FIRST_NONFINITE = 4 * 255  # exponent 255: inf and NaN
 _WHEN = ("before_clip", "after_clip")
+# The largest subsample. The counts are estimated as count * subsample in int64 (NumPy wraps around silently), where
+# count <= numel / subsample + (number of tensors), and torch sizes the slice [offset::subsample] as
+# (numel - offset + subsample - 1) // subsample in int64: both stay below 2^63 for any model that fits in memory
+# (fewer than 2^30 tensors, 2^62 elements). A subsample beyond a tensor's size reads 1 element of it per step anyway.
+MAX_SUBSAMPLE = 2**32
 
 
 def log2_bucket_counts(tensor: Tensor) -> Tensor:
@@ -176,11 +181,13 @@ class GradientHistogramMonitor(_StepMonitor):
         subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
             them, starting at offset ``(step // every_n_steps) % subsample`` (so ``subsample`` consecutive
             logged steps cover every element once), with all counts (zeros and non-finite included) multiplied by
-            ``subsample``: estimates, for when exact counting costs too much. ``1`` is exact (default: 1).
+            ``subsample``: estimates, for when exact counting costs too much. ``1`` is exact; at most ``2**32``,
+            so that the estimates cannot overflow int64 (default: 1).
 
     Raises:
         ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, or not a multiple,
-            ``layers`` is not a valid regular expression, ``when`` is unknown or ``prefix`` is empty.
+            ``subsample`` is > ``2**32``, ``layers`` is not a valid regular expression, ``when`` is unknown or
+            ``prefix`` is empty.
         TypeError: if an argument has the wrong type.
         MisconfigurationException: at fit start, if the Trainer has no logger.
 
@@ -220,6 +227,8 @@ class GradientHistogramMonitor(_StepMonitor):
             raise ValueError(f"Invalid prefix: {prefix!r} (expected a non-empty str)")
         self.prefix = prefix
         self.subsample = _check_every_n_steps(subsample, "subsample")
+        if self.subsample > MAX_SUBSAMPLE:
+            raise ValueError(f"Invalid subsample: {subsample} (expected 1 <= subsample <= {MAX_SUBSAMPLE})")
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
         self._write_histograms = True

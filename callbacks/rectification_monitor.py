@@ -12,6 +12,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_radam._checks import check_threshold
 from lightning_radam.optim import RAdam
 from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
 
@@ -133,11 +134,7 @@ class RectificationMonitor(_StepMonitor):
     ) -> None:
         super().__init__(every_n_steps)
         self.layers = _compile_pattern(layers, "layers")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise TypeError(f"Invalid threshold: expected a float, got {threshold!r}")
-        if not 4.0 <= threshold < math.inf:
-            raise ValueError(f"Invalid threshold: {threshold} (expected 4 <= threshold < inf)")
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         if not isinstance(write_layout, bool):
             raise TypeError(f"Invalid write_layout: expected a bool, got {write_layout!r}")
         self.write_layout = write_layout

@@ -37,9 +37,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, output_dir  # noqa: E402
-
 import lightning as L  # noqa: E402
+from _common import markdown_table, output_dir  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from lightning_radam import RAdam  # noqa: E402

@@ -23,11 +23,11 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_radam import RAdamMixin
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 
 class DigitsCNN(RAdamMixin, L.LightningModule):

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_radam._checks import check_beta2, check_int, check_positive
 from lightning_radam.optim import _check_adam_group, _lazy_state
-from lightning_radam.rectification import _check_beta2
 
 __all__ = ["Adam2k", "linear_warmup", "untuned_linear_warmup", "untuned_exponential_warmup"]
 
@@ -59,11 +59,7 @@ def linear_warmup(warmup_steps: float) -> Callable[[int], float]:
         >>> [factor(i) for i in range(5)]
         [0.25, 0.5, 0.75, 1.0, 1.0]
     """
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, float)):
-        raise TypeError(f"Invalid warmup_steps: expected a number, got {warmup_steps!r}")
-    if not 0.0 < warmup_steps < math.inf:
-        raise ValueError(f"Invalid warmup_steps: {warmup_steps} (expected 0 < warmup_steps < inf)")
-    warmup_steps = float(warmup_steps)
+    warmup_steps = check_positive("warmup_steps", warmup_steps)
 
     def factor(index: int) -> float:
         return min(1.0, (index + 1) / warmup_steps)
@@ -91,7 +87,7 @@ def untuned_linear_warmup(beta2: float) -> Callable[[int], float]:
         >>> [round(factor(i), 12) for i in (0, 49, 99, 500)]
         [0.01, 0.5, 1.0, 1.0]
     """
-    beta2 = _check_beta2(beta2)
+    beta2 = check_beta2(beta2)
     warmup_steps = 2.0 / (1.0 - beta2)
     nearest = round(warmup_steps)
     if abs(warmup_steps - nearest) <= 1e-9 * warmup_steps:
@@ -119,7 +115,7 @@ def untuned_exponential_warmup(beta2: float) -> Callable[[int], float]:
         >>> round(factor(0), 6), round(factor(49), 6)
         (0.019801, 0.632121)
     """
-    beta2 = _check_beta2(beta2)
+    beta2 = check_beta2(beta2)
     rate = 1.0 - beta2
 
     def factor(index: int) -> float:
@@ -128,13 +124,9 @@ def untuned_exponential_warmup(beta2: float) -> Callable[[int], float]:
     return factor
 
 
-def _check_adam2k_group(group: dict[str, Any]) -> None:
-    _check_adam_group(group)
-    k = group["k"]
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"Invalid k: expected an int, got {k!r}")
-    if not k >= 0:
-        raise ValueError(f"Invalid k: {k} (expected k >= 0)")
+def _check_adam2k_group(group: dict[str, Any]) -> dict[str, Any]:
+    """Validate an Adam2k group's hyper-parameters; return them as they are stored (as RAdam's)."""
+    return {**_check_adam_group(group), "k": check_int("k", group["k"], minimum=0)}
 
 
 class Adam2k(Optimizer):
@@ -164,15 +156,16 @@ class Adam2k(Optimizer):
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
-        lr: learning rate (default: 1e-3).
+        lr: learning rate, a number or a 1-element tensor (default: 1e-3).
         betas: coefficients of the running averages of the gradient and its square (default: (0.9, 0.999)).
         eps: added to the bias-corrected ``sqrt(v_t)`` (default: 1e-8).
         weight_decay: L2 penalty added to the gradient (default: 0).
         k: number of initial steps that only update ``v``, >= 0 (default: 2000).
 
     Raises:
-        ValueError: if a hyper-parameter is out of range; the message names it and the value.
-        TypeError: if ``k`` is not an integer.
+        ValueError: if a hyper-parameter is out of range (``lr`` and ``weight_decay`` at most about 1.8e19, as
+            :class:`~lightning_radam.RAdam`'s); the message names it and the value.
+        TypeError: if a hyper-parameter has the wrong type, or ``k`` is not an integer (NumPy integers are).
         RuntimeError: from :meth:`step`, if a gradient is sparse.
 
     Example:
@@ -198,14 +191,19 @@ class Adam2k(Optimizer):
         *,
         k: int = 2000,
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, k=k)
-        _check_adam2k_group(defaults)
-        super().__init__(params, {**defaults, "betas": tuple(betas)})
+        defaults = _check_adam2k_group(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, k=k))
+        super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a parameter group, validating its hyper-parameters like the constructor's."""
+        """Add a parameter group, validated like the constructor's arguments before anything is added.
+
+        Raises:
+            ValueError, TypeError: as the constructor; the optimizer is then left as it was.
+        """
+        if isinstance(param_group, dict) and "params" in param_group:  # otherwise torch raises its own error
+            checked = _check_adam2k_group({**self.defaults, **param_group})
+            param_group.update((key, value) for key, value in checked.items() if key in param_group)
         super().add_param_group(param_group)
-        _check_adam2k_group(self.param_groups[-1])
 
     @overload
     def step(self, closure: None = None) -> None: ...

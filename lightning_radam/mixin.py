@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_radam._checks import check_fraction, shown_repr
 from lightning_radam._compat import NORM_BASES
 from lightning_radam.optim import RAdam
 
@@ -27,6 +29,23 @@ _OPTIMIZER_KEYS = (
     "foreach", "fused", "nonfinite_grad", "unscale_in_step",
 )  # fmt: skip
 _SCHEDULES = (None, "none", "cosine", "linear")
+
+
+def _check_plain(value: Any, where: str, key: str, seen: frozenset[int] = frozenset()) -> None:
+    """Raise if ``value`` is or holds (in a list, tuple, set or dict) a class or a callable."""
+    if isinstance(value, type) or callable(value):
+        raise TypeError(
+            f"Invalid {where}: {shown_repr(value)} is a class or callable, which torch.load(weights_only=True) "
+            f"cannot load from a checkpoint; store plain values, or save_hyperparameters(ignore=[{key!r}])"
+        )
+    if id(value) in seen:  # a container that holds itself
+        return
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            _check_plain(item, f"{where}[{name!r}]", key, seen | {id(value)})
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]", key, seen | {id(value)})
 
 
 class _Schedule:
@@ -69,15 +88,18 @@ class RAdamMixin:
 
     Keep hyperparameters to plain values (numbers, strings, lists): a class or a callable stored in
     ``hparams`` makes the checkpoint fail to load under ``torch.load(weights_only=True)``, the
-    default since torch 2.6, so this mixin rejects them.
+    default since torch 2.6, so this mixin rejects them, under every key and inside lists, tuples and
+    dicts (``self.save_hyperparameters(ignore=[...])`` leaves such an argument out).
 
     Under ``LightningCLI`` with ``--optimizer``, Lightning replaces ``configure_optimizers``; use
     ``--optimizer lightning_radam.RAdam`` (the short name ``RAdam`` resolves to ``torch.optim.RAdam``).
 
     Raises:
-        TypeError: from :meth:`configure_optimizers`, if an optimizer hyperparameter is a class or a callable.
+        TypeError: from :meth:`configure_optimizers`, if a hyperparameter is or holds a class or a callable,
+            if ``min_lr_ratio`` is not a real number, or from :class:`~lightning_radam.RAdam` for a hyperparameter
+            of the wrong type (``betas`` not a pair of numbers, say).
         ValueError: if ``lr_schedule`` is unknown or ``min_lr_ratio`` is outside [0, 1], or from
-            :class:`~lightning_radam.RAdam` for an invalid hyperparameter.
+            :class:`~lightning_radam.RAdam` for a hyperparameter out of range.
 
     Example:
         >>> import lightning as L
@@ -95,17 +117,15 @@ class RAdamMixin:
     def radam_hparams(self) -> dict[str, Any]:
         """RAdam's keyword arguments found in ``self.hparams`` (absent keys are left to RAdam's defaults).
 
+        RAdam validates them (a list of betas, as YAML and LightningCLI give, is accepted).
+
         Raises:
-            TypeError: if a value is a class or a callable.
+            TypeError: if any hyperparameter, not only RAdam's, is or holds a class or a callable.
         """
         hparams = getattr(self, "hparams", {})
-        found = {key: hparams[key] for key in _OPTIMIZER_KEYS if key in hparams}
-        for key, value in found.items():
-            if isinstance(value, type) or callable(value):
-                raise TypeError(f"Invalid hparams[{key!r}]: {value!r} is a class or callable; store plain values")
-        if "betas" in found:
-            found["betas"] = tuple(found["betas"])  # YAML and LightningCLI give lists
-        return found
+        for key, value in hparams.items():
+            _check_plain(value, f"hparams[{key!r}]", key)
+        return {key: hparams[key] for key in _OPTIMIZER_KEYS if key in hparams}
 
     def radam_param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups: weight-decayed parameters first, then biases and normalisation parameters.
@@ -137,14 +157,13 @@ class RAdamMixin:
         Raises:
             ValueError: if ``lr_schedule`` is not one of ``None``, ``"none"``, ``"cosine"``, ``"linear"``,
                 or ``min_lr_ratio`` is outside [0, 1].
+            TypeError: if ``min_lr_ratio`` is not a real number (a str, a bool or ``None`` is not).
         """
         hparams = getattr(self, "hparams", {})
         kind = hparams.get("lr_schedule")
-        min_lr_ratio = hparams.get("min_lr_ratio", 0.0)
+        min_lr_ratio = check_fraction("min_lr_ratio", hparams.get("min_lr_ratio", 0.0))
         if kind not in _SCHEDULES:
             raise ValueError(f"Invalid lr_schedule: {kind!r} (expected one of {_SCHEDULES})")
-        if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"Invalid min_lr_ratio: {min_lr_ratio} (expected 0 <= min_lr_ratio <= 1)")
         if kind in (None, "none"):
             return None
         total = self.trainer.estimated_stepping_batches  # type: ignore[attr-defined]

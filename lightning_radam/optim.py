@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_radam._checks import check_betas, check_eps, check_lr, check_threshold, check_weight_decay
+from lightning_radam._checks import check_bool as _check_bool
 from lightning_radam._compat import AMP_SCALING_FLAG, FusedAdam, amp_scaling_inputs, fused_adam
 from lightning_radam.rectification import _r_t, _rho_t
 
@@ -468,55 +470,51 @@ def radam(
     return planner.stats()
 
 
-def _check_bool(name: str, value: Any, optional: bool = False) -> None:
-    if not (isinstance(value, bool) or (optional and value is None)):
-        raise TypeError(f"Invalid {name}: expected {'None or ' if optional else ''}a bool, got {value!r}")
+def _check_adam_group(group: dict[str, Any]) -> dict[str, Any]:
+    """Validate the Adam hyper-parameters of a group (lr, betas, eps, weight_decay); return them as they are stored.
+
+    Each error names the argument and the value. Numbers come back as Python floats (a Tensor lr as it is), betas
+    as a tuple: see :mod:`lightning_radam._checks` for what is accepted and why.
+    """
+    return dict(
+        lr=check_lr(group["lr"]),
+        betas=check_betas(group["betas"]),
+        eps=check_eps(group["eps"]),
+        weight_decay=check_weight_decay(group["weight_decay"]),
+    )
 
 
-def _check_adam_group(group: dict[str, Any]) -> None:
-    """Validate the Adam hyper-parameters of a group (lr, betas, eps, weight_decay), naming argument and value."""
-    lr, betas = group["lr"], group["betas"]
-    if isinstance(lr, Tensor) and lr.numel() != 1:
-        raise ValueError(f"Invalid learning rate: a Tensor lr must have 1 element, got shape {tuple(lr.shape)}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, Tensor)):
-        raise TypeError(f"Invalid learning rate: expected a float or a 1-element Tensor, got {lr!r}")
-    if not 0.0 <= lr < math.inf:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"Invalid betas: expected a pair of floats, got {betas!r}")
-    for index, beta in enumerate(betas):
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-            raise TypeError(f"Invalid beta parameter at index {index}: expected a float, got {beta!r}")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
-    for name in ("eps", "weight_decay"):
-        if isinstance(group[name], bool) or not isinstance(group[name], (int, float)):
-            raise TypeError(f"Invalid {name}: expected a float, got {group[name]!r}")
-    if not 0.0 < group["eps"] < math.inf:  # eps = 0 divides 0 by 0 where a gradient element has always been 0
-        raise ValueError(f"Invalid eps: {group['eps']} (expected 0 < eps < inf)")
-    if not 0.0 <= group["weight_decay"] < math.inf:
-        raise ValueError(f"Invalid weight_decay: {group['weight_decay']}")
-
-
-def _check_group(group: dict[str, Any]) -> None:
-    """Validate one RAdam parameter group's hyper-parameters; each error names the argument and the value."""
-    _check_adam_group(group)
-    if isinstance(group["threshold"], bool) or not isinstance(group["threshold"], (int, float)):
-        raise TypeError(f"Invalid threshold: expected a float, got {group['threshold']!r}")
-    if not 4.0 <= group["threshold"] < math.inf:
-        raise ValueError(
-            f"Invalid threshold: {group['threshold']} (expected 4 <= threshold < inf: r_t is undefined for rho_t <= 4)"
-        )
+def _check_group(group: dict[str, Any]) -> dict[str, Any]:
+    """Validate one RAdam parameter group's hyper-parameters; return them as they are stored (see above)."""
+    checked = _check_adam_group(group)
+    checked["threshold"] = check_threshold(group["threshold"])
     for name in ("decoupled_weight_decay", "degenerated_to_sgd", "maximize"):
-        _check_bool(name, group[name])
+        checked[name] = _check_bool(name, group[name])
     for name in ("foreach", "fused"):
-        _check_bool(name, group[name], optional=True)
+        checked[name] = _check_bool(name, group[name], optional=True)
     if not isinstance(group["nonfinite_grad"], str):
         raise TypeError(f"Invalid nonfinite_grad: expected one of {_NONFINITE_GRAD}, got {group['nonfinite_grad']!r}")
     if group["nonfinite_grad"] not in _NONFINITE_GRAD:
         raise ValueError(f"Invalid nonfinite_grad: {group['nonfinite_grad']!r} (expected one of {_NONFINITE_GRAD})")
-    if group["foreach"] and group["fused"]:
+    checked["nonfinite_grad"] = group["nonfinite_grad"]
+    if checked["foreach"] and checked["fused"]:
         raise ValueError("Invalid foreach and fused: at most one of them can be True")
+    return checked
+
+
+def _param_tensors(param_group: dict[str, Any]) -> list[Tensor]:
+    """The tensors of a group's ``params`` (a tensor, or tensors or (name, tensor) pairs), read once.
+
+    An iterator is stored back as a list, which torch's ``add_param_group`` then reads again.
+    """
+    params = param_group["params"]
+    if isinstance(params, Tensor):
+        return [params]
+    if isinstance(params, set):
+        return []  # torch's add_param_group refuses sets (unordered)
+    param_group["params"] = params = list(params)
+    tensors = (p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params)
+    return [t for t in tensors if isinstance(t, Tensor)]
 
 
 def _lazy_state(state: dict[str, Any], param: Tensor) -> dict[str, Any]:
@@ -555,7 +553,7 @@ class RAdam(Optimizer):
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
-        lr: learning rate, a float or a 1-element tensor (default: 1e-3).
+        lr: learning rate, a number or a 1-element tensor (default: 1e-3).
         betas: coefficients of the running averages of the gradient and its square (default: (0.9, 0.999)).
         eps: added to ``sqrt(v_t)``, outside the bias correction; > 0, as 0 would turn 0/0 into NaN (default: 1e-8).
         weight_decay: weight decay coefficient (default: 0).
@@ -570,8 +568,10 @@ class RAdam(Optimizer):
         unscale_in_step: let ``torch.amp.GradScaler`` leave unscaling and inf/NaN skips to ``step`` (default: False).
 
     Raises:
-        ValueError: if a hyper-parameter is out of range; the message names it and the value.
-        TypeError: if a hyper-parameter has the wrong type.
+        ValueError: if a hyper-parameter is out of range (``lr`` and ``weight_decay`` at most about 1.8e19, so
+            that the step's scalars fit in float32); the message names it and the value.
+        TypeError: if a hyper-parameter has the wrong type. Numbers may be Python or NumPy scalars or 1-element
+            tensors, never bools; groups store them as Python floats (a tensor ``lr`` stays a tensor, as in torch).
         RuntimeError: if ``fused=True`` where the fused path does not apply; from :meth:`step`, if a gradient
             is sparse, or holds inf/NaN with ``nonfinite_grad="raise"``.
 
@@ -610,8 +610,8 @@ class RAdam(Optimizer):
             threshold=threshold, degenerated_to_sgd=degenerated_to_sgd, maximize=maximize, foreach=foreach, fused=fused,
             nonfinite_grad=nonfinite_grad,
         )  # fmt: skip
-        _check_group(defaults)
-        _check_bool("unscale_in_step", unscale_in_step)
+        defaults.update(_check_group(defaults))
+        unscale_in_step = bool(_check_bool("unscale_in_step", unscale_in_step))
         super().__init__(params, defaults)
         # Set after Optimizer.__init__: torch.compile loses attributes set before it (it graph-breaks inside).
         self._stats: list[RectificationStats | None] = []
@@ -620,12 +620,18 @@ class RAdam(Optimizer):
         setattr(self, AMP_SCALING_FLAG, unscale_in_step)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a parameter group, validating its hyper-parameters like the constructor's."""
+        """Add a parameter group, validated like the constructor's arguments before anything is added.
+
+        Raises:
+            ValueError, TypeError: as the constructor; the optimizer is then left as it was.
+            RuntimeError: if the group asks for ``fused=True`` where the fused path does not apply.
+        """
+        if isinstance(param_group, dict) and "params" in param_group:  # otherwise torch raises its own error
+            checked = _check_group({**self.defaults, **param_group})
+            if checked["fused"]:
+                _require_fused_supported(_param_tensors(param_group))
+            param_group.update((key, value) for key, value in checked.items() if key in param_group)
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _check_group(group)
-        if group["fused"]:
-            _require_fused_supported(group["params"])
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), AMP_SCALING_FLAG: getattr(self, AMP_SCALING_FLAG)}
@@ -674,7 +680,7 @@ class RAdam(Optimizer):
                 new = {**current, **saved}
                 if "threshold" not in saved:  # a torch.optim.RAdam checkpoint
                     new["foreach"], new["fused"] = current["foreach"], current["fused"]
-                _check_group(new)
+                new.update(_check_group(new))
                 merged.append(new)
             state_dict["param_groups"] = merged
         super().load_state_dict(state_dict)

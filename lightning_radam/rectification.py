@@ -15,7 +15,8 @@ defined only for :math:`\rho_t > 4` (the paper's "intractable" region is :math:`
 
 Every function works in float64 on Python numbers (returning ``float``), on NumPy arrays
 (returning arrays) and on tensors (returning float64 tensors on the same device). Degenerate
-inputs never produce ``inf`` or ``NaN``: :func:`r_t` is ``0`` wherever it is undefined
+inputs never produce ``inf`` or ``NaN``: a step may be ``inf``, where :func:`rho_t` is its limit
+:math:`\rho_\infty` and :func:`r_t` its limit 1; :func:`r_t` is ``0`` wherever it is undefined
 (:math:`\rho_t \le 4`, which covers every step when :math:`\beta_2 \le 0.6`);
 :func:`variance_adaptive_lr` rejects :math:`\rho \le 2` (where the variance is infinite) and
 :func:`variance_adaptive_lr_first_order` rejects :math:`\rho \le 4`, with a ``ValueError``.
@@ -40,6 +41,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from lightning_radam._checks import check_beta2, check_threshold, real, shown_repr
+
 __all__ = [
     "rho_inf",
     "rho_t",
@@ -56,25 +59,28 @@ Number = TypeVar("Number", float, np.ndarray, torch.Tensor)
 _STIRLING_MIN_RHO = 20.0
 
 
-def _check_beta2(beta2: float) -> float:
-    if isinstance(beta2, bool) or not isinstance(beta2, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Invalid beta2: expected a float, got {beta2!r}")
-    if not 0.0 <= beta2 < 1.0:
-        raise ValueError(f"Invalid beta2: {beta2} (expected 0 <= beta2 < 1)")
-    return float(beta2)
-
-
 def _as_float64(x: Any, name: str) -> tuple[Any, str]:
-    """Return ``(x as float64, kind)`` where kind is ``"scalar"``, ``"numpy"`` or ``"torch"``."""
+    """Return ``(x as float64, kind)`` where kind is ``"scalar"``, ``"numpy"`` or ``"torch"``.
+
+    Python ints beyond the float range become +-inf: the nearest float64, and for a step the limit ``t -> inf``.
+    """
     if isinstance(x, torch.Tensor):
-        if x.is_complex():
+        if x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"Invalid {name}: expected a real tensor, got dtype {x.dtype}")
         return x.to(torch.float64), "torch"
     if isinstance(x, (np.ndarray, list, tuple)):
-        return torch.as_tensor(np.asarray(x, dtype=np.float64)), "numpy"
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Invalid {name}: expected a number, array or tensor, got {type(x).__name__}")
-    return torch.tensor(float(x), dtype=torch.float64), "scalar"
+        try:
+            array = np.asarray(x)
+        except ValueError:  # a ragged nesting
+            raise TypeError(f"Invalid {name}: expected real numbers, got {shown_repr(x)}") from None
+        if array.dtype == object:  # Python ints beyond int64, mixed types
+            array = np.array([real(v, f"Invalid {name}", "real numbers") for v in array.flat]).reshape(array.shape)
+        if array.dtype.kind not in "iuf":
+            raise TypeError(f"Invalid {name}: expected real numbers, got an array of dtype {array.dtype}")
+        return torch.as_tensor(array.astype(np.float64)), "numpy"
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Invalid {name}: expected a number, array or tensor, got {type(x).__name__} {shown_repr(x)}")
+    return torch.tensor(real(x, f"Invalid {name}"), dtype=torch.float64), "scalar"
 
 
 def _back(x: torch.Tensor, kind: str) -> Any:
@@ -105,7 +111,7 @@ def rho_inf(beta2: float) -> float:
         >>> round(rho_inf(0.98), 9)
         99.0
     """
-    beta2 = _check_beta2(beta2)
+    beta2 = check_beta2(beta2)
     return 2.0 / (1.0 - beta2) - 1.0
 
 
@@ -116,28 +122,33 @@ def _rho_t(t: torch.Tensor, beta2: float) -> torch.Tensor:
     log_beta2 = math.log(beta2)
     bias_correction2 = -torch.expm1(t * log_beta2)
     beta2_t = torch.exp(t * log_beta2)
-    return rho_inf(beta2) - 2.0 * t * beta2_t / bias_correction2
+    # t beta2^t, multiplied before the 2 so that t >= 2^1023 does not overflow (2 is exact: the order does not
+    # change the rounding). At t = inf, beta2^t is 0 and inf * 0 NaN: its limit 0 gives the limit rho_inf.
+    t_beta2_t = (t * beta2_t).nan_to_num_(nan=0.0)
+    return rho_inf(beta2) - 2.0 * t_beta2_t / bias_correction2
 
 
 def rho_t(step: Number, beta2: float) -> Number:
     r"""Length of the approximated simple moving average at step ``t`` (1-based).
 
     :math:`\rho_t = \rho_\infty - 2 t \beta_2^t / (1-\beta_2^t)`; :math:`\rho_1 = 1` and
-    :math:`\rho_t` increases towards :math:`\rho_\infty`.
+    :math:`\rho_t` increases towards :math:`\rho_\infty`, its value at ``t = inf`` (the limit, hence the
+    name); a Python int beyond the float range counts as ``inf``.
 
     Args:
-        step: the step ``t``, an integer >= 1, or an array/tensor of them.
+        step: the step ``t``, an integer >= 1 or ``inf``, or an array/tensor of them.
         beta2: decay rate of the second moment, in ``[0, 1)``.
 
     Raises:
-        ValueError: if a step is not an integer >= 1, or ``beta2`` is outside ``[0, 1)``.
-        TypeError: if ``step`` is not a number, array or tensor.
+        ValueError: if a step is not an integer >= 1 or ``inf`` (NaN, ``-inf``, 0, 2.5), or ``beta2`` is outside
+            ``[0, 1)``.
+        TypeError: if ``step`` is not a real number, array or tensor, or ``beta2`` is not a real number.
 
     Example:
         >>> round(rho_t(1, 0.999), 12)
         1.0
     """
-    beta2 = _check_beta2(beta2)
+    beta2 = check_beta2(beta2)
     t, kind = _as_float64(step, "step")
     _check_steps(t)
     return _back(_rho_t(t, beta2), kind)
@@ -161,20 +172,22 @@ def r_t(step: Number, beta2: float) -> Number:
     :math:`\rho_\infty` to that at :math:`\rho_t`, so :math:`r_t l_t` has the variance of a fully
     converged estimate. It lies in ``(0, 1)`` and tends to 1; where :math:`\rho_t \le 4` the
     first-order variance is undefined and ``r_t`` is defined as ``0`` (the limit as :math:`\rho_t \to 4^+`).
+    At ``t = inf`` it is the limit, 1 (or 0 where :math:`\rho_\infty \le 4`).
 
     Args:
-        step: the step ``t``, an integer >= 1, or an array/tensor of them.
+        step: the step ``t``, an integer >= 1 or ``inf``, or an array/tensor of them.
         beta2: decay rate of the second moment, in ``[0, 1)``.
 
     Raises:
-        ValueError: if a step is not an integer >= 1, or ``beta2`` is outside ``[0, 1)``.
-        TypeError: if ``step`` is not a number, array or tensor.
+        ValueError: if a step is not an integer >= 1 or ``inf`` (NaN, ``-inf``, 0, 2.5), or ``beta2`` is outside
+            ``[0, 1)``.
+        TypeError: if ``step`` is not a real number, array or tensor, or ``beta2`` is not a real number.
 
     Example:
         >>> r_t(5, 0.999) > 0.0, r_t(4, 0.999)
         (True, 0.0)
     """
-    beta2 = _check_beta2(beta2)
+    beta2 = check_beta2(beta2)
     t, kind = _as_float64(step, "step")
     _check_steps(t)
     return _back(_r_t(_rho_t(t, beta2), beta2), kind)
@@ -276,14 +289,13 @@ def first_rectified_step(beta2: float, threshold: float = 5.0) -> int | None:
 
     Raises:
         ValueError: if ``beta2`` is outside ``[0, 1)`` or ``threshold`` is below 4 or not finite.
+        TypeError: if ``beta2`` or ``threshold`` is not a real number (a str or a bool is not).
 
     Example:
         >>> first_rectified_step(0.98), first_rectified_step(0.6)
         (6, None)
     """
-    beta2 = _check_beta2(beta2)
-    if not 4.0 <= threshold < math.inf:
-        raise ValueError(f"Invalid threshold: {threshold} (expected 4 <= threshold < inf)")
+    beta2, threshold = check_beta2(beta2), check_threshold(threshold)
     if rho_inf(beta2) <= threshold:
         return None
     # rho_t increases to rho_inf: grow an upper bound, then bisect.

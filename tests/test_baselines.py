@@ -28,7 +28,7 @@ def test_adam2k_with_k_zero_matches_torch_adam(weight_decay, betas, dtype):
     theirs = [ours[0].detach().clone().requires_grad_()]
     a = _quadratic_steps(Adam2k(ours, lr=0.01, betas=betas, weight_decay=weight_decay, k=0), ours, 30)
     b = _quadratic_steps(torch.optim.Adam(theirs, lr=0.01, betas=betas, weight_decay=weight_decay), theirs, 30)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x[0], y[0], rtol=1e-12, atol=1e-14)
 
 
@@ -65,17 +65,17 @@ def test_adam2k_first_adam_step_has_size_lr_for_a_constant_gradient(k):
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, match",
+    ("kwargs", "error", "match"),
     [
-        (dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
-        (dict(lr=float("nan")), ValueError, "Invalid learning rate: nan"),
-        (dict(eps=-1e-8), ValueError, "Invalid eps: -1e-08"),
-        (dict(betas=(1.0, 0.999)), ValueError, "Invalid beta parameter at index 0: 1.0"),
-        (dict(betas=(0.9, -0.1)), ValueError, "Invalid beta parameter at index 1: -0.1"),
-        (dict(weight_decay=-0.5), ValueError, "Invalid weight_decay: -0.5"),
-        (dict(k=-1), ValueError, "Invalid k: -1"),
-        (dict(k=2.5), TypeError, "Invalid k: expected an int, got 2.5"),
-        (dict(k=True), TypeError, "Invalid k: expected an int, got True"),
+        ({"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+        ({"lr": float("nan")}, ValueError, "Invalid learning rate: nan"),
+        ({"eps": -1e-8}, ValueError, "Invalid eps: -1e-08"),
+        ({"betas": (1.0, 0.999)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
+        ({"betas": (0.9, -0.1)}, ValueError, "Invalid beta parameter at index 1: -0.1"),
+        ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay: -0.5"),
+        ({"k": -1}, ValueError, "Invalid k: -1"),
+        ({"k": 2.5}, TypeError, "Invalid k: expected an int, got 2.5"),
+        ({"k": True}, TypeError, "Invalid k: expected an int, got True"),
     ],
 )
 def test_adam2k_rejects_invalid_arguments(kwargs, error, match):
@@ -86,7 +86,7 @@ def test_adam2k_rejects_invalid_arguments(kwargs, error, match):
 
 
 @pytest.mark.parametrize(
-    "factory, expected",
+    ("factory", "expected"),
     [
         (lambda: linear_warmup(4), lambda t: min(1.0, t / 4)),
         (lambda: linear_warmup(2.5), lambda t: min(1.0, t / 2.5)),
@@ -106,7 +106,7 @@ def test_warmup_factor_scales_step_t_in_lambda_lr(factory, expected):
         scheduler.step()
 
 
-@pytest.mark.parametrize("beta2, steps", [(0.98, 100), (0.999, 2000), (0.9, 20)])
+@pytest.mark.parametrize(("beta2", "steps"), [(0.98, 100), (0.999, 2000), (0.9, 20)])
 def test_untuned_linear_warmup_reaches_one_after_two_over_one_minus_beta2_steps(beta2, steps):
     factor = untuned_linear_warmup(beta2)
     assert factor(steps - 2) < 1.0
@@ -114,7 +114,7 @@ def test_untuned_linear_warmup_reaches_one_after_two_over_one_minus_beta2_steps(
 
 
 @pytest.mark.parametrize(
-    "call, error, match",
+    ("call", "error", "match"),
     [
         (lambda: linear_warmup(0), ValueError, "Invalid warmup_steps: 0"),
         (lambda: linear_warmup(float("inf")), ValueError, "Invalid warmup_steps: inf"),

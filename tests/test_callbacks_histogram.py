@@ -6,64 +6,25 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import DigitsModel, make_trainer, read_events, scalar_series
+from helpers import (
+    Model,
+    assert_histogram_equals_numpy,
+    binned_values,
+    known_gradients,
+    make_trainer,
+    read_events,
+    scalar_series,
+)
 from lightning.pytorch.plugins.precision import MixedPrecision
-from torch.utils.data import DataLoader
 
 from lightning_radam import RAdam
 from lightning_radam.callbacks import GradientHistogramMonitor, gradient_histogram_monitor, log2_bucket_counts
 
 
-def known_gradients(finite_only: bool = False, max_log10: float = 38.0) -> dict[str, torch.Tensor]:
-    """Magnitudes over float32's whole range (subnormals included), bucket edges, zeros, both signs."""
-    rng = np.random.default_rng(0)
-    w = 10.0 ** rng.uniform(-44.0, max_log10, 3000) * rng.choice([-1.0, 1.0], 3000)
-    edges = [0.5, 1.25, -1.5, 1.75, 2.0, 2.0**-126, 2.0**-149, 3 * 2.0**-140, 1.0 - 2.0**-24, 10.0**max_log10]
-    w = np.concatenate([w, edges, np.zeros(40)])
-    b = np.concatenate([rng.normal(0.0, 1e-3, 200), np.zeros(7), [] if finite_only else [np.inf, -np.inf, np.nan]])
-    return {"w": torch.tensor(w, dtype=torch.float64), "b": torch.tensor(b, dtype=torch.float64)}
-
-
-class KnownGradientModel(L.LightningModule):
-    """loss = sum_i (p_i * g_i) for fixed g: every parameter's gradient is exactly g, at every step."""
-
-    def __init__(self, gradients: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
-        super().__init__()
-        self.gradients = {name: g.to(dtype) for name, g in gradients.items()}
-        for name, g in self.gradients.items():
-            self.register_parameter(name, torch.nn.Parameter(torch.zeros_like(g)))
-
-    def training_step(self, batch, batch_idx):
-        return sum((getattr(self, name) * g).sum() for name, g in self.gradients.items())
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.0)
-
-    def train_dataloader(self):
-        return DataLoader(torch.zeros(16, 1), batch_size=1)
-
-
-def binned_values(tensor: torch.Tensor) -> np.ndarray:
-    """The values the monitor bins: float32 and bfloat16 as they are, other dtypes through float32."""
-    return tensor.float().double().numpy()
-
-
-def assert_histogram_equals_numpy(events, tag: str, values: np.ndarray, steps: list[int]) -> None:
-    histograms = events.Histograms(tag)
-    assert [h.step for h in histograms] == steps
-    magnitudes = np.abs(values[(values != 0) & np.isfinite(values)])
-    for h in histograms:
-        value = h.histogram_value
-        edges = np.array([value.min, *value.bucket_limit])
-        expected, _ = np.histogram(np.log10(magnitudes), bins=edges)
-        np.testing.assert_array_equal(np.array(value.bucket), expected)
-        assert value.num == magnitudes.size == sum(value.bucket)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_histogram_monitor_counts_equal_numpy(tmp_path, dtype):
     gradients = known_gradients()
-    model = KnownGradientModel(gradients, dtype)
+    model = Model(gradients=gradients, dtype=dtype)
     trainer = make_trainer(tmp_path, [GradientHistogramMonitor(layers=r"^w$")], max_steps=2)
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
@@ -79,7 +40,7 @@ def test_histogram_monitor_counts_equal_numpy(tmp_path, dtype):
 def test_histogram_monitor_interval_and_totals(tmp_path):
     monitor = GradientHistogramMonitor(every_n_steps=2, layers=r"^hidden\.", layer_every_n_steps=4)
     trainer = make_trainer(tmp_path, [monitor], max_steps=9)
-    model = DigitsModel()
+    model = Model()
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
     numel = sum(p.numel() for p in model.parameters())
@@ -89,7 +50,7 @@ def test_histogram_monitor_interval_and_totals(tmp_path):
     assert steps == [0, 2, 4, 6, 8]
     assert scalar_series(events, "grad/nonfinite")[1].tolist() == [0.0] * 5
     # every element is counted once: in a bucket, or as an exact zero
-    assert [h.histogram_value.num + z for h, z in zip(histograms, zeros)] == [numel] * 5
+    assert [h.histogram_value.num + z for h, z in zip(histograms, zeros, strict=True)] == [numel] * 5
     for name in ("hidden.weight", "hidden.bias"):
         assert [h.step for h in events.Histograms(f"grad/layer/{name}/log10_abs")] == [0, 4, 8]
     assert not any(tag.startswith("grad/layer/out") for tag in events.Tags()["histograms"])
@@ -97,7 +58,7 @@ def test_histogram_monitor_interval_and_totals(tmp_path):
 
 def test_histogram_monitor_before_and_after_clipping(tmp_path):
     gradients = known_gradients(finite_only=True, max_log10=3.0)
-    model = KnownGradientModel(gradients, torch.float32)
+    model = Model(gradients=gradients)
     monitors = [
         GradientHistogramMonitor(layers="w"),
         GradientHistogramMonitor(layers="w", when="after_clip", prefix="grad_clipped"),
@@ -106,7 +67,7 @@ def test_histogram_monitor_before_and_after_clipping(tmp_path):
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
     clipped = [torch.zeros_like(g, requires_grad=True) for g in model.gradients.values()]
-    for p, g in zip(clipped, model.gradients.values()):
+    for p, g in zip(clipped, model.gradients.values(), strict=True):
         p.grad = g.clone()
     assert torch.nn.utils.clip_grad_norm_(clipped, 1.0) > 1.0  # the gradients are clipped, as Lightning clips them
     clipped = [p.grad for p in clipped]
@@ -121,7 +82,9 @@ def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_
     histograms = []
     for unscale_in_step in (False, True):
         L.seed_everything(0)
-        model = DigitsModel(lambda params: RAdam(params, lr=1e-2, unscale_in_step=unscale_in_step))
+        model = Model(
+            lambda params, unscale_in_step=unscale_in_step: RAdam(params, lr=1e-2, unscale_in_step=unscale_in_step)
+        )
         plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
         trainer = make_trainer(
             tmp_path / str(unscale_in_step), [GradientHistogramMonitor()], max_steps=2, plugins=[plugin]
@@ -129,7 +92,7 @@ def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_
         trainer.fit(model)
         histograms.append([h.histogram_value for h in read_events(trainer.logger.log_dir).Histograms("grad/log10_abs")])
     assert len(histograms[0]) == len(histograms[1]) == 2
-    for unscaled, scaled in zip(*histograms):
+    for unscaled, scaled in zip(*histograms, strict=True):
         assert scaled.bucket == unscaled.bucket
         np.testing.assert_allclose(scaled.bucket_limit, unscaled.bucket_limit, rtol=0, atol=1e-12)
 
@@ -142,15 +105,17 @@ def test_histogram_device_counting_equals_bincount(dtype):
     ids = torch.bitwise_right_shift(bits, 5 if dtype == torch.bfloat16 else 21).bitwise_and_(1023)
     on_device = gradient_histogram_monitor._count_ids(ids, sync_free=True)
     assert torch.equal(on_device, gradient_histogram_monitor._count_ids(ids, sync_free=False))
-    assert torch.equal(on_device, log2_bucket_counts(values)) and on_device.sum() == values.numel()
+    assert torch.equal(on_device, log2_bucket_counts(values))
+    assert on_device.sum() == values.numel()
 
 
 @pytest.mark.parametrize("every_n_steps", [1, 3])
 def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_path, every_n_steps):
-    """With subsample=k the offsets of k consecutive logged steps partition the elements: the mean of the k estimates is exact."""
+    """With subsample=k the offsets of k consecutive logged steps partition the elements: the mean of the k
+    estimates is exact."""
     k = 3  # every_n_steps = 3 = k: the offset must rotate with the logged step, not the step
     gradients = known_gradients()
-    model = KnownGradientModel(gradients, torch.float32)
+    model = Model(gradients=gradients)
     monitor = GradientHistogramMonitor(layers="^w$", subsample=k, every_n_steps=every_n_steps)
     trainer = make_trainer(tmp_path, [monitor], max_steps=k * every_n_steps)
     trainer.fit(model)
@@ -160,8 +125,9 @@ def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_p
     assert len(histograms) == k
     totals: dict[float, float] = {}
     for value in histograms:
-        assert 0 < value.num and abs(value.num - np.count_nonzero(w)) <= 0.1 * w.size  # each one is an estimate
-        for limit, count in zip(value.bucket_limit, value.bucket):
+        assert value.num > 0
+        assert abs(value.num - np.count_nonzero(w)) <= 0.1 * w.size  # each one is an estimate
+        for limit, count in zip(value.bucket_limit, value.bucket, strict=True):
             totals[limit] = totals.get(limit, 0.0) + count / k
     limits = sorted(totals)
     lowest = min(value.min for value in histograms)

@@ -1,4 +1,5 @@
-"""Both monitors inside Lightning: accumulation, loggers, precision, resume, several optimizers, the layout, bad input."""
+"""Both monitors inside Lightning: accumulation, loggers, precision, resume, several optimizers, the layout, bad
+input."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import DigitsModel, make_trainer, read_events, scalar_series
+from helpers import Model, make_trainer, read_events, scalar_series
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -21,27 +22,29 @@ def both(**histogram_kwargs):
     return [RectificationMonitor(), GradientHistogramMonitor(**histogram_kwargs)]
 
 
-@pytest.mark.parametrize("accumulate, every_n_steps, expected", [(3, 1, [0, 1, 2, 3]), (2, 2, [0, 2])])
+@pytest.mark.parametrize(("accumulate", "every_n_steps", "expected"), [(3, 1, [0, 1, 2, 3]), (2, 2, [0, 2])])
 def test_monitors_log_once_per_optimizer_step_under_accumulation(tmp_path, accumulate, every_n_steps, expected):
     callbacks = [
         RectificationMonitor(every_n_steps=every_n_steps),
         GradientHistogramMonitor(every_n_steps=every_n_steps),
     ]
     trainer = make_trainer(tmp_path, callbacks, max_steps=4, accumulate_grad_batches=accumulate)
-    trainer.fit(DigitsModel())
+    trainer.fit(Model())
     events = read_events(trainer.logger.log_dir)
     assert [h.step for h in events.Histograms("grad/log10_abs")] == expected
     steps, t = scalar_series(events, "radam/group0/step")
-    assert steps == expected and t.tolist() == [s + 1.0 for s in expected]  # rho_t advances once per optimizer step
+    assert steps == expected
+    assert t.tolist() == [s + 1.0 for s in expected]  # rho_t advances once per optimizer step
 
 
 def test_monitors_send_scalars_to_csv_and_warn_once_without_tensorboard(tmp_path):
     trainer = make_trainer(tmp_path, both(layers="hidden"), max_steps=5, logger=CSVLogger(tmp_path, name="", version=0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(DigitsModel())
+        trainer.fit(Model())
     messages = [str(w.message) for w in caught if "TensorBoardLogger" in str(w.message)]
-    assert len(messages) == 1 and messages[0].startswith("GradientHistogramMonitor: no TensorBoardLogger")
+    assert len(messages) == 1
+    assert messages[0].startswith("GradientHistogramMonitor: no TensorBoardLogger")
     header, *rows = (tmp_path / "version_0" / "metrics.csv").read_text().splitlines()
     columns = header.split(",")
     for name in ("radam/group0/rho_t", "radam/group0/skipped", "grad/zeros", "grad/nonfinite"):
@@ -58,7 +61,7 @@ def test_monitors_send_scalars_to_csv_and_warn_once_without_tensorboard(tmp_path
 def test_monitors_with_tensorboard_and_csv_write_to_both(tmp_path):
     loggers = [TensorBoardLogger(tmp_path, name="", version=0), CSVLogger(tmp_path, name="csv", version=0)]
     trainer = make_trainer(tmp_path, both(), max_steps=3, logger=loggers, precision="bf16-mixed")
-    trainer.fit(DigitsModel())
+    trainer.fit(Model())
     events = read_events(loggers[0].log_dir)
     assert [h.step for h in events.Histograms("grad/log10_abs")] == [0, 1, 2]
     assert scalar_series(events, "radam/group0/rho_t")[0] == [0, 1, 2]
@@ -68,12 +71,12 @@ def test_monitors_with_tensorboard_and_csv_write_to_both(tmp_path):
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_monitors_resume_without_duplicate_or_missing_steps(tmp_path):
     straight = make_trainer(tmp_path / "straight", both(), max_steps=6)
-    straight.fit(DigitsModel())
+    straight.fit(Model())
     first = make_trainer(tmp_path / "resumed", both(), max_steps=3)
-    first.fit(DigitsModel())
+    first.fit(Model())
     first.save_checkpoint(tmp_path / "step3.ckpt")
     second = make_trainer(tmp_path / "resumed", both(), max_steps=6)
-    second.fit(DigitsModel(), ckpt_path=tmp_path / "step3.ckpt")
+    second.fit(Model(), ckpt_path=tmp_path / "step3.ckpt")
     expected, resumed = read_events(straight.logger.log_dir), read_events(second.logger.log_dir)
     assert len(list((tmp_path / "resumed" / "version_0").glob("events.out.tfevents.*"))) == 2
     for tag in ("radam/group0/step", "radam/group0/rho_t", "radam/group0/r_t", "grad/zeros"):
@@ -83,7 +86,7 @@ def test_monitors_resume_without_duplicate_or_missing_steps(tmp_path):
     assert [h.step for h in resumed.Histograms("grad/log10_abs")] == [0, 1, 2, 3, 4, 5]
 
 
-class TwoOptimizerModel(DigitsModel):
+class TwoOptimizerModel(Model):
     """Manual optimization: optimizer 0 (RAdam) steps every batch, optimizer 1 (Adam) every other batch."""
 
     def __init__(self) -> None:
@@ -121,7 +124,7 @@ def test_monitors_with_two_optimizers_and_manual_optimization(tmp_path):
 
 def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
     trainer = make_trainer(tmp_path, [RectificationMonitor(layers="weight"), GradientHistogramMonitor()], max_steps=7)
-    trainer.fit(DigitsModel())
+    trainer.fit(Model())
     events = read_events(trainer.logger.log_dir)
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
@@ -140,28 +143,28 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "callback, kwargs, error, match",
+    ("callback", "kwargs", "error", "match"),
     [
-        (RectificationMonitor, dict(every_n_steps=0), ValueError, "Invalid every_n_steps: 0"),
-        (RectificationMonitor, dict(every_n_steps=1.5), TypeError, "Invalid every_n_steps"),
-        (RectificationMonitor, dict(threshold=3.9), ValueError, "Invalid threshold: 3.9"),
-        (RectificationMonitor, dict(threshold=float("nan")), ValueError, "Invalid threshold: nan"),
-        (RectificationMonitor, dict(threshold="5"), TypeError, "Invalid threshold"),
-        (RectificationMonitor, dict(layers="("), ValueError, r"Invalid layers: '\('"),
-        (RectificationMonitor, dict(layers=3), TypeError, "Invalid layers"),
-        (RectificationMonitor, dict(write_layout=1), TypeError, "Invalid write_layout"),
-        (GradientHistogramMonitor, dict(every_n_steps=-2), ValueError, "Invalid every_n_steps: -2"),
-        (GradientHistogramMonitor, dict(every_n_steps=True), TypeError, "Invalid every_n_steps"),
+        (RectificationMonitor, {"every_n_steps": 0}, ValueError, "Invalid every_n_steps: 0"),
+        (RectificationMonitor, {"every_n_steps": 1.5}, TypeError, "Invalid every_n_steps"),
+        (RectificationMonitor, {"threshold": 3.9}, ValueError, "Invalid threshold: 3.9"),
+        (RectificationMonitor, {"threshold": float("nan")}, ValueError, "Invalid threshold: nan"),
+        (RectificationMonitor, {"threshold": "5"}, TypeError, "Invalid threshold"),
+        (RectificationMonitor, {"layers": "("}, ValueError, r"Invalid layers: '\('"),
+        (RectificationMonitor, {"layers": 3}, TypeError, "Invalid layers"),
+        (RectificationMonitor, {"write_layout": 1}, TypeError, "Invalid write_layout"),
+        (GradientHistogramMonitor, {"every_n_steps": -2}, ValueError, "Invalid every_n_steps: -2"),
+        (GradientHistogramMonitor, {"every_n_steps": True}, TypeError, "Invalid every_n_steps"),
         (
             GradientHistogramMonitor,
-            dict(every_n_steps=2, layer_every_n_steps=3),
+            {"every_n_steps": 2, "layer_every_n_steps": 3},
             ValueError,
             "Invalid layer_every_n_steps: 3",
         ),
-        (GradientHistogramMonitor, dict(when="after_step"), ValueError, "Invalid when: 'after_step'"),
-        (GradientHistogramMonitor, dict(prefix=""), ValueError, "Invalid prefix: ''"),
-        (GradientHistogramMonitor, dict(layers="[a-"), ValueError, r"Invalid layers: '\[a-'"),
-        (GradientHistogramMonitor, dict(subsample=0), ValueError, "Invalid subsample: 0"),
+        (GradientHistogramMonitor, {"when": "after_step"}, ValueError, "Invalid when: 'after_step'"),
+        (GradientHistogramMonitor, {"prefix": ""}, ValueError, "Invalid prefix: ''"),
+        (GradientHistogramMonitor, {"layers": "[a-"}, ValueError, r"Invalid layers: '\[a-'"),
+        (GradientHistogramMonitor, {"subsample": 0}, ValueError, "Invalid subsample: 0"),
     ],
 )
 def test_monitors_reject_bad_arguments(callback, kwargs, error, match):
@@ -175,14 +178,14 @@ def test_monitors_need_a_logger(tmp_path, callback):
     with pytest.raises(
         MisconfigurationException, match=f"Cannot use {callback.__name__} with a Trainer that has no logger"
     ):
-        trainer.fit(DigitsModel())
+        trainer.fit(Model())
 
 
 def test_monitors_reused_in_a_new_trainer_log_again(tmp_path):
     monitors = both()
     for run in ("first", "second"):
         trainer = make_trainer(tmp_path / run, monitors, max_steps=3)
-        trainer.fit(DigitsModel())
+        trainer.fit(Model())
         events = read_events(trainer.logger.log_dir)
         assert scalar_series(events, "radam/group0/rho_t")[0] == [0, 1, 2], run
         assert [h.step for h in events.Histograms("grad/log10_abs")] == [0, 1, 2], run

@@ -9,7 +9,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from helpers import DigitsModel, make_trainer
+from helpers import Model, make_trainer
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
@@ -157,7 +157,7 @@ def test_compat_optimizer_handles_unscaling_matches_lightnings_amp_plugin(tmp_pa
     for scale in (1.0, 2.0**10):
         L.seed_everything(0)
         callback = Grads()
-        model = DigitsModel(lambda params: RAdam(params, unscale_in_step=unscale_in_step))
+        model = Model(lambda params: RAdam(params, unscale_in_step=unscale_in_step))
         plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=scale))
         make_trainer(tmp_path / str(scale), [callback], max_steps=1, logger=False, plugins=[plugin]).fit(model)
         assert callback.handles == unscale_in_step
@@ -191,7 +191,7 @@ class _StepLogger(Logger):
 def test_compat_batches_that_stepped_is_the_step_that_self_log_uses(tmp_path):
     read = {}
 
-    class LoggingModel(DigitsModel):
+    class LoggingModel(Model):
         def training_step(self, batch, batch_idx):
             read[batch_idx] = _compat.batches_that_stepped(self.trainer)
             self.log(f"batch{batch_idx}", float(batch_idx), on_step=True, on_epoch=False)

@@ -13,6 +13,9 @@ import torch
 
 from lightning_radam import RAdam, RectificationStats
 
+# torch's own import of its jit while compiling, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
 STEPS = 8  # 5 unrectified steps (threshold 5), then rectified ones
 PATHS = {"fused": {}, "foreach": dict(foreach=True), "for_loop": dict(foreach=False)}
 

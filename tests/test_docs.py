@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import DigitsModel, make_trainer, read_events
+from helpers import Model, make_trainer, read_events
 
 import lightning_radam
 import lightning_radam.callbacks
@@ -53,7 +53,7 @@ def test_readme_lists_exactly_the_tags_the_monitors_log(tmp_path):
     assert len(patterns) >= 10  # the table was found
     monitors = [RectificationMonitor(layers="weight"), GradientHistogramMonitor(layers="weight")]
     trainer = make_trainer(tmp_path, monitors, max_steps=7)  # RAdam rectifies from step 6
-    trainer.fit(DigitsModel())
+    trainer.fit(Model())
     events = read_events(trainer.logger.log_dir)
     logged = [
         tag for kind in ("scalars", "histograms") for tag in events.Tags()[kind] if tag.startswith(("radam/", "grad/"))

@@ -1,114 +1,48 @@
 """The fused path of RAdam against the for-loop path (the reference), across the option table."""
 
-import math
-
 import pytest
 import torch
+from helpers import CASE, PATHS, TOLERANCES, option_table, relative_error, run
 
 from lightning_radam import RAdam, radam
 
-STEPS = 12  # the unrectified steps (1-5 at threshold 5, 1-4 at threshold 4) and seven rectified ones
-SHAPES = [(30, 20), (7,), (5, 5)]
+LOW_PRECISION_CASES = ("defaults", "decoupled_weight_decay", "degenerated_to_sgd")
 
 
-def _groups(params, case):
-    """Split ``params`` into the parameter groups of ``case``."""
-    if case != "groups":
-        return params
-    return [
-        {"params": params[:1]},
-        {"params": params[1:2], "betas": (0.8, 0.99), "lr": 3e-2},
-        {"params": params[2:], "betas": (0.95, 0.98), "lr": 5e-3, "weight_decay": 0.05},
-    ]
-
-
-# (case, RAdam keyword arguments); the case name also drives the gradients and the groups
-CASES = [
-    ("defaults", {}),
-    ("l2_weight_decay", dict(weight_decay=0.1)),
-    ("decoupled_weight_decay", dict(weight_decay=0.1, decoupled_weight_decay=True)),
-    ("maximize", dict(maximize=True)),
-    ("tensor_lr", dict(lr=torch.tensor(2e-2))),
-    ("groups", {}),
-    ("frozen_then_resumed", {}),
-    ("never_a_grad", {}),
-    ("empty_param", {}),
-    ("non_contiguous_param", {}),
-    ("threshold_4", dict(threshold=4.0)),
-    ("degenerated_to_sgd", dict(degenerated_to_sgd=True)),
-    ("sgd_decoupled_weight_decay", dict(degenerated_to_sgd=True, weight_decay=0.1, decoupled_weight_decay=True)),
-    ("sgd_threshold_4_maximize", dict(degenerated_to_sgd=True, threshold=4.0, maximize=True)),
-]
-
-
-def _run(case, kwargs, dtype, steps=STEPS, scale=1.0, **path):
-    """Train ``steps`` steps on cos(theta) + noise gradients; return the updates, the optimizer and its params."""
-    generator = torch.Generator().manual_seed(0)
-    tensors = [scale * torch.randn(shape, generator=generator, dtype=torch.float64) for shape in SHAPES]
-    if case == "empty_param":
-        tensors.append(torch.empty(0, dtype=torch.float64))
-    if case == "non_contiguous_param":
-        tensors[0] = tensors[0].t()  # a transposed leaf
-    params = [torch.nn.Parameter(t.to(dtype)) for t in tensors]
-    initial = [p.detach().clone() for p in params]
-    optimizer = RAdam(_groups(params, case), **{"lr": 1e-2, **kwargs}, **path)
-    for step in range(1, steps + 1):
-        for index, p in enumerate(params):
-            noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-            frozen = (case == "frozen_then_resumed" and index == 1 and 3 <= step <= 8) or (
-                case == "never_a_grad" and index == 2
-            )
-            p.grad = None if frozen else (torch.cos(p.detach().double()) + 0.1 * noise).to(dtype)
-            if case == "non_contiguous_param" and p.grad is not None:
-                p.grad = p.grad.contiguous()  # row-major, unlike the transposed parameter and its moments
-        optimizer.step()
-    updates = [(p.detach().double() - p0.double()) for p, p0 in zip(params, initial)]
-    return updates, optimizer, params
-
-
-def _relative_error(actual, expected):
-    num = math.sqrt(sum(float(((a - e) ** 2).sum()) for a, e in zip(actual, expected)))
-    den = math.sqrt(sum(float((e**2).sum()) for e in expected))
-    return num / den
-
-
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-@pytest.mark.parametrize(("case", "kwargs"), CASES, ids=[c for c, _ in CASES])
-def test_fused_matches_for_loop(case, kwargs, dtype, tolerance):
-    fused_updates, fused, fused_params = _run(case, kwargs, dtype, fused=True)
-    loop_updates, loop, loop_params = _run(case, kwargs, dtype, fused=False, foreach=False)
-    assert _relative_error(fused_updates, loop_updates) < tolerance
-    assert fused.rectification_stats() == loop.rectification_stats()
-    for p, q in zip(fused_params, loop_params):
-        assert (p in fused.state) == (q in loop.state)
-        if p in fused.state:
-            assert fused.state[p]["step"].device.type == "cpu" and fused.state[p]["step"].dtype == torch.float32
-            assert fused.state[p]["step"].item() == loop.state[q]["step"].item()
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", option_table(lambda case: not case.complex))
+def test_fused_matches_for_loop(case, dtype):
+    tolerance = TOLERANCES[dtype]
+    fused = run(RAdam, case, dtype=dtype, fused=True)
+    loop = run(RAdam, case, dtype=dtype, fused=False, foreach=False)
+    assert relative_error(fused.updates(), loop.updates()) < tolerance
+    assert fused.optimizer.rectification_stats() == loop.optimizer.rectification_stats()
+    for p, q in zip(fused.params, loop.params, strict=True):
+        assert (p in fused.optimizer.state) == (q in loop.optimizer.state)
+        if p in fused.optimizer.state:
+            fused_state, loop_state = fused.optimizer.state[p], loop.optimizer.state[q]
+            assert fused_state["step"].device.type == "cpu"
+            assert fused_state["step"].dtype == torch.float32
+            assert fused_state["step"].item() == loop_state["step"].item()
             for key in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(
-                    fused.state[p][key], loop.state[q][key], rtol=tolerance * 10, atol=tolerance * 10
-                )
+                torch.testing.assert_close(fused_state[key], loop_state[key], rtol=tolerance * 10, atol=tolerance * 10)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize(
-    ("case", "kwargs"),
-    [CASES[0], CASES[2], CASES[11]],
-    ids=["defaults", "decoupled_weight_decay", "degenerated_to_sgd"],
-)
-def test_fused_low_precision_as_accurate_as_for_loop(case, kwargs, dtype):
+@pytest.mark.parametrize("case", option_table(lambda case: case.name in LOW_PRECISION_CASES))
+def test_fused_low_precision_as_accurate_as_for_loop(case, dtype):
     # In bf16/fp16 both paths round differently; judged against float64, the fused one is no worse.
-    reference, _, _ = _run(case, kwargs, torch.float64, steps=20, scale=0.01, fused=False, foreach=False)
-    fused, _, _ = _run(case, kwargs, dtype, steps=20, scale=0.01, fused=True)
-    loop, _, _ = _run(case, kwargs, dtype, steps=20, scale=0.01, fused=False, foreach=False)
-    assert _relative_error(fused, reference) <= 1.1 * _relative_error(loop, reference)
+    reference = run(RAdam, case, steps=20, scale=0.01, fused=False, foreach=False).updates()
+    fused = run(RAdam, case, steps=20, dtype=dtype, scale=0.01, fused=True).updates()
+    loop = run(RAdam, case, steps=20, dtype=dtype, scale=0.01, fused=False, foreach=False).updates()
+    assert relative_error(fused, reference) <= 1.1 * relative_error(loop, reference)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_fused_is_the_default(dtype):
-    default_updates, _, _ = _run("defaults", {}, dtype)
-    fused_updates, _, _ = _run("defaults", {}, dtype, fused=True)
-    assert all(torch.equal(a, b) for a, b in zip(default_updates, fused_updates))
+    default = run(RAdam, CASE["defaults"], dtype=dtype)
+    fused = run(RAdam, CASE["defaults"], dtype=dtype, fused=True)
+    assert all(torch.equal(a, b) for a, b in zip(default.updates(), fused.updates(), strict=True))
 
 
 @pytest.mark.parametrize(
@@ -129,18 +63,10 @@ def test_fused_forced_where_unsupported_raises(make_param, match):
 
 
 def test_fused_default_falls_back_silently_for_complex():
-    generator = torch.Generator().manual_seed(0)
-    values = torch.randn(4, 3, dtype=torch.complex128, generator=generator)
-    params = [torch.nn.Parameter(values.clone()) for _ in range(2)]
-    default = RAdam([params[0]], lr=1e-2)
-    loop = RAdam([params[1]], lr=1e-2, foreach=False, fused=False)
-    for _ in range(STEPS):
-        grad = torch.randn(4, 3, dtype=torch.complex128, generator=generator)
-        for p in params:
-            p.grad = grad.clone()
-        default.step()
-        loop.step()
-    assert torch.equal(params[0], params[1])
+    # one complex parameter in the group: the whole group takes the for-loop path (on the CPU)
+    default = run(RAdam, CASE["complex_param"])
+    loop = run(RAdam, CASE["complex_param"], foreach=False, fused=False)
+    assert all(torch.equal(p, q) for p, q in zip(default.params, loop.params, strict=True))
 
 
 def test_fused_foreach_and_fused_both_true_raises():
@@ -148,7 +74,7 @@ def test_fused_foreach_and_fused_both_true_raises():
         RAdam([torch.nn.Parameter(torch.zeros(2))], foreach=True, fused=True)
 
 
-@pytest.mark.parametrize("path", [dict(foreach=False), dict(foreach=True), dict(fused=True)])
+@pytest.mark.parametrize("path", PATHS)
 def test_float16_zero_gradients_do_not_turn_into_nan(path):
     # eps = 1e-8 is 0 in float16: the for-loop and foreach paths divide in float32, as the fused kernel does.
     # (Gradients below ~2e-4 still lose their square to float16's range in v: keep float32 master weights.)
@@ -165,7 +91,7 @@ def test_float16_zero_gradients_do_not_turn_into_nan(path):
     assert torch.allclose(theta.float(), reference, atol=2e-3)
 
 
-@pytest.mark.parametrize("decoupled_weight_decay,kernel", [(False, "_fused_adam_"), (True, "_fused_adamw_")])
+@pytest.mark.parametrize(("decoupled_weight_decay", "kernel"), [(False, "_fused_adam_"), (True, "_fused_adamw_")])
 def test_fused_path_runs_torchs_fused_kernel_on_rectified_steps_only(monkeypatch, decoupled_weight_decay, kernel):
     calls = []
     original = getattr(torch, kernel)

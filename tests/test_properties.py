@@ -3,6 +3,7 @@
 import math
 
 import torch
+from helpers import PATHS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,8 @@ def test_rho_t_increases_in_t_and_stays_below_rho_inf(beta2, t):
 @given(beta2=beta2s, t=steps)
 def test_r_t_lies_in_zero_one(beta2, t):
     value = r_t(t, beta2)
-    assert 0.0 <= value <= 1.0 and (value > 0.0) == (rho_t(t, beta2) > 4.0 and rho_inf(beta2) > 4.0)
+    assert 0.0 <= value <= 1.0
+    assert (value > 0.0) == (rho_t(t, beta2) > 4.0 and rho_inf(beta2) > 4.0)
 
 
 @given(beta2=rectifiable_beta2s)
@@ -54,19 +56,19 @@ def test_first_order_over_exact_tends_to_one(rho):
     decoupled=st.booleans(),
     degenerated_to_sgd=st.booleans(),
     threshold=st.floats(min_value=4.0, max_value=50.0),
-    foreach=st.booleans(),
+    path=st.sampled_from([row.values[0] for row in PATHS]),
     n_steps=st.integers(min_value=1, max_value=40),
     dtype=st.sampled_from([torch.float32, torch.float64]),
     grads=st.lists(st.floats(min_value=-1e15, max_value=1e15), min_size=3, max_size=3),
     scale=st.sampled_from([0.0, 1e-30, 1.0, 1e-3]),
 )
 def test_finite_gradients_never_produce_non_finite_state(
-    beta1, beta2, eps, lr, weight_decay, decoupled, degenerated_to_sgd, threshold, foreach, n_steps, dtype, grads, scale
+    beta1, beta2, eps, lr, weight_decay, decoupled, degenerated_to_sgd, threshold, path, n_steps, dtype, grads, scale
 ):
     theta = torch.zeros(6, dtype=dtype, requires_grad=True)
     optimizer = RAdam(
-        [theta], lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay * 1e-3, decoupled_weight_decay=decoupled,
-        degenerated_to_sgd=degenerated_to_sgd, threshold=threshold, foreach=foreach,
+        [theta], lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay * 1e-3,
+        decoupled_weight_decay=decoupled, degenerated_to_sgd=degenerated_to_sgd, threshold=threshold, **path,
     )  # fmt: skip
     pattern = torch.tensor(grads + [0.0, scale, -scale], dtype=dtype)
     for t in range(n_steps):
@@ -76,5 +78,6 @@ def test_finite_gradients_never_produce_non_finite_state(
         for tensor in (theta, state["exp_avg"], state["exp_avg_sq"], state["step"]):
             assert torch.isfinite(tensor).all()
         stats = optimizer.rectification_stats()[0]
-        assert math.isfinite(stats.rho_t) and math.isfinite(stats.r_t)
+        assert math.isfinite(stats.rho_t)
+        assert math.isfinite(stats.r_t)
     assert state["step"].item() == n_steps

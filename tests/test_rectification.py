@@ -1,5 +1,6 @@
 """The rectification math against independent formulas, Monte Carlo, and its degenerate inputs."""
 
+import itertools
 import math
 
 import numpy as np
@@ -23,7 +24,7 @@ def plain_r_t(t, beta2):
 
 
 @pytest.mark.parametrize(
-    "step,beta2",
+    ("step", "beta2"),
     [
         (5, 0.999),
         (6, 0.999),
@@ -64,7 +65,8 @@ def test_math_on_arrays_matches_scalars(make):
 
 def test_math_keeps_the_tensor_device_and_returns_float64():
     out = r_t(torch.arange(1, 10, dtype=torch.float32), 0.99)
-    assert out.dtype == torch.float64 and out.device.type == "cpu"
+    assert out.dtype == torch.float64
+    assert out.device.type == "cpu"
 
 
 @pytest.mark.parametrize("rho", [8.0, 12.0, 30.0])
@@ -72,9 +74,9 @@ def test_exact_variance_matches_monte_carlo(rho):
     # l = sqrt(rho / X) with X ~ chi2(rho): the adaptive learning rate for unit gradient variance.
     generator = torch.Generator().manual_seed(int(rho))
     x = torch._standard_gamma(torch.full((2_000_000,), rho / 2, dtype=torch.float64), generator=generator) * 2
-    l = (rho / x).sqrt()
-    deviation2 = (l - l.mean()) ** 2
-    estimate, standard_error = deviation2.mean().item(), deviation2.std().item() / math.sqrt(l.numel())
+    adaptive_lr = (rho / x).sqrt()
+    deviation2 = (adaptive_lr - adaptive_lr.mean()) ** 2
+    estimate, standard_error = deviation2.mean().item(), deviation2.std().item() / math.sqrt(adaptive_lr.numel())
     assert abs(estimate - variance_adaptive_lr(rho)) < 5 * standard_error
 
 
@@ -92,7 +94,7 @@ EXACT_VARIANCE = [
 ]
 
 
-@pytest.mark.parametrize("rho,expected", EXACT_VARIANCE)
+@pytest.mark.parametrize(("rho", "expected"), EXACT_VARIANCE)
 def test_exact_variance_against_high_precision(rho, expected):
     assert variance_adaptive_lr(rho) == pytest.approx(expected, rel=1e-13)
 
@@ -107,19 +109,20 @@ def test_exact_variance_equals_the_beta_function_form():
 def test_first_order_over_exact_tends_to_one():
     rhos = [5.0, 10.0, 100.0, 1e3, 1e4, 1e6, 1e9]
     gaps = [abs(variance_adaptive_lr_first_order(r) / variance_adaptive_lr(r) - 1) for r in rhos]
-    assert all(a > b for a, b in zip(gaps, gaps[1:]))
+    assert all(a > b for a, b in itertools.pairwise(gaps))
     # asymptotically first-order / exact = 1 + 9 / (4 rho) + O(rho^-2)
-    assert all(abs(gap * r - 2.25) < 3 / math.sqrt(r) for gap, r in zip(gaps, rhos) if r >= 100)
+    assert all(abs(gap * r - 2.25) < 3 / math.sqrt(r) for gap, r in zip(gaps, rhos, strict=True) if r >= 100)
 
 
 def test_variance_decreases_in_rho():
     for fn, lowest in ((variance_adaptive_lr, 2.01), (variance_adaptive_lr_first_order, 4.01)):
         values = fn(np.linspace(lowest, 5000, 2000))
-        assert np.all(values > 0) and np.all(np.diff(values) < 0)
+        assert np.all(values > 0)
+        assert np.all(np.diff(values) < 0)
 
 
 @pytest.mark.parametrize(
-    "beta2,threshold,expected",
+    ("beta2", "threshold", "expected"),
     [
         (0.999, 5.0, 6),
         (0.999, 4.0, 5),
@@ -143,13 +146,15 @@ def test_first_rectified_step(beta2, threshold, expected):
 @pytest.mark.parametrize("beta2", [0.0, 0.3, 0.6])
 def test_r_t_is_zero_when_rho_inf_at_most_4(beta2):
     values = r_t(np.arange(1, 200), beta2)
-    assert np.all(values == 0.0) and np.all(np.isfinite(rho_t(np.arange(1, 200), beta2)))
+    assert np.all(values == 0.0)
+    assert np.all(np.isfinite(rho_t(np.arange(1, 200), beta2)))
 
 
 def test_r_t_near_beta2_of_0_6_is_finite():
     for beta2 in [0.6 + 1e-12, 0.6000001, 0.61]:
         values = r_t(np.arange(1, 2000), beta2)
-        assert np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 1))
+        assert np.all(np.isfinite(values))
+        assert np.all((values >= 0) & (values <= 1))
 
 
 BAD_INPUT = [
@@ -166,7 +171,7 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize("call,error,message", BAD_INPUT)
+@pytest.mark.parametrize(("call", "error", "message"), BAD_INPUT)
 def test_math_rejects_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()

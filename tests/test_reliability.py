@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import Classifier, event_log, loader, trainer
+from helpers import PATHS, Model, assert_same, backward, event_log, loader, make_trainer, relative_error, snapshot
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
@@ -36,20 +36,16 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     run_script("--devices", 1, "--out", tmp_path / "one", cwd=tmp_path)
     two, one = torch.load(tmp_path / "two" / "result.pt"), torch.load(tmp_path / "one" / "result.pt")
     rank1 = torch.load(tmp_path / "two" / "rank1.pt")
-    for p2, p1, q in zip(two["params"], one["params"], rank1["params"]):
+    for p2, p1, q in zip(two["params"], one["params"], rank1["params"], strict=True):
         assert torch.equal(p2, q)  # ranks stay in sync
-        assert (
-            (p2 - p1).abs().max() / p1.abs().max()
-        ).item() < 1e-12  # float64: all-reduce order is the only difference
+        assert relative_error([p2], [p1]) < 1e-12  # float64: all-reduce order is the only difference
     steps = {s["step"].item() for s in two["optimizer"]["state"].values()}
     assert steps == {12.0}
     (two_events,) = (tmp_path / "two" / "tb").rglob("events.out.tfevents.*")  # only rank zero writes
     (one_events,) = (tmp_path / "one" / "tb").rglob("events.out.tfevents.*")
     two_log, one_log = event_log(two_events), event_log(one_events)
-    assert (
-        two_log["scalars"].keys() == one_log["scalars"].keys()
-        and two_log["histograms"].keys() == one_log["histograms"].keys()
-    )
+    assert two_log["scalars"].keys() == one_log["scalars"].keys()
+    assert two_log["histograms"].keys() == one_log["histograms"].keys()
     assert [s for s, _ in two_log["scalars"]["radam/group0/rho_t"]] == list(range(12))  # once per step, no duplicates
     for tag, points in one_log["scalars"].items():
         if tag.startswith("radam/") and "layer" not in tag:  # rho_t, r_t, variances: once per step, equal
@@ -60,15 +56,16 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         assert two_log["histograms"][tag] == histograms, tag
 
 
-@pytest.mark.parametrize("accumulate,clip", [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
+@pytest.mark.parametrize(("accumulate", "clip"), [(1, None), (4, None), (3, 0.5), (2, 1e-3)])
 def test_rho_t_advances_once_per_optimizer_step(tmp_path, accumulate, clip):
-    model = Classifier(lr=1e-2)
-    t = trainer(tmp_path, max_steps=7, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
+    model = Model(net="norms", lr=1e-2)
+    t = make_trainer(tmp_path, max_steps=7, logger=False, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
     t.fit(model, loader())
     optimizer = t.optimizers[0]
     assert {s["step"].item() for s in optimizer.state.values()} == {7.0}
     stats = optimizer.rectification_stats()[0]
-    assert stats.step == 7 and stats.rectified
+    assert stats.step == 7
+    assert stats.rectified
 
 
 def full_loss(model):
@@ -81,9 +78,9 @@ def test_bf16_mixed_on_cpu_trains_like_fp32(tmp_path):
     losses = {}
     for precision in ("32-true", "bf16-mixed"):
         L.seed_everything(0)
-        model = Classifier(lr=3e-2)
+        model = Model(net="norms", lr=3e-2)
         initial = full_loss(model)
-        trainer(tmp_path, max_steps=60, precision=precision).fit(model, loader())
+        make_trainer(tmp_path, max_steps=60, logger=False, precision=precision).fit(model, loader())
         assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
         losses[precision] = full_loss(model)
     assert losses["bf16-mixed"] < initial - 0.3
@@ -91,31 +88,28 @@ def test_bf16_mixed_on_cpu_trains_like_fp32(tmp_path):
 
 
 def test_grad_scaler_skipped_step_leaves_radam_untouched():
-    model = nn.Linear(4, 2)
+    model = Model(seed=0)
     optimizer = RAdam(model.parameters(), lr=1e-2)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     for step in range(8):
-        optimizer.zero_grad()
-        scaler.scale(model(torch.randn(3, 4)).pow(2).mean()).backward()
+        backward(model, seed=step, scaler=scaler)
         if step == 6:  # one overflowing step, inside the rectified phase
-            model.weight.grad[0, 0] = float("inf")
-            before = {k: v.clone() for k, v in optimizer.state[model.weight].items()}
-            params_before, stats_before = model.weight.detach().clone(), optimizer.rectification_stats()
+            model.out.weight.grad[0, 0] = float("inf")
+            before = snapshot(model.parameters(), optimizer)
         scaler.step(optimizer)
         scaler.update()
         if step == 6:
-            assert all(torch.equal(before[k], v) for k, v in optimizer.state[model.weight].items())
-            assert torch.equal(model.weight, params_before) and optimizer.rectification_stats() == stats_before
-    assert optimizer.state[model.weight]["step"].item() == 7  # eight calls, one skipped
+            assert_same(snapshot(model.parameters(), optimizer), before)
+    assert optimizer.state[model.out.weight]["step"].item() == 7  # eight calls, one skipped
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_mixed_dtypes_in_one_group_each_step_in_their_own_precision(foreach):
+@pytest.mark.parametrize("path", PATHS)
+def test_mixed_dtypes_in_one_group_each_step_in_their_own_precision(path):
     params = [
         torch.ones(3, dtype=dtype, requires_grad=True)
         for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
     ]
-    optimizer = RAdam(params, lr=0.1, foreach=foreach)
+    optimizer = RAdam(params, lr=0.1, **path)
     for _ in range(8):
         for p in params:
             p.grad = torch.ones_like(p)
@@ -159,28 +153,22 @@ def monitors():
 
 def test_checkpoint_resume_is_bitwise_inside_and_after_the_unrectified_phase(tmp_path):
     L.seed_everything(0)
-    full = Classifier(lr=1e-2, lr_schedule="linear")
+    full = Model(net="norms", lr=1e-2, lr_schedule="linear")
     every = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}"
     )
     logger = TensorBoardLogger(tmp_path, name="full", version=0)
-    trainer(
-        tmp_path,
-        max_steps=16,
-        callbacks=[every, *monitors()],
-        enable_checkpointing=True,
-        logger=logger,
-        log_every_n_steps=1,
-    ).fit(full, ResumableLoader())
+    trainer = make_trainer(tmp_path, [every, *monitors()], max_steps=16, logger=logger, enable_checkpointing=True)
+    trainer.fit(full, ResumableLoader())
     (full_events,) = (tmp_path / "full").rglob("events.out.tfevents.*")
     full_log = event_log(full_events)
     for resume_step in (3, 11):  # inside the unrectified phase (steps 1-5 skip), and after it, both mid-epoch
-        resumed = Classifier(lr=1e-2, lr_schedule="linear")
+        resumed = Model(net="norms", lr=1e-2, lr_schedule="linear")
         logger = TensorBoardLogger(tmp_path, name=f"resume{resume_step}", version=0)
-        t = trainer(tmp_path, max_steps=16, callbacks=monitors(), logger=logger, log_every_n_steps=1)
+        t = make_trainer(tmp_path, monitors(), max_steps=16, logger=logger)
         t.fit(resumed, ResumableLoader(), ckpt_path=tmp_path / f"step={resume_step}.ckpt")
         assert t.global_step == 16
-        assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters())), resume_step
+        assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), full.parameters(), strict=True)), resume_step
         (events,) = (tmp_path / f"resume{resume_step}").rglob("events.out.tfevents.*")
         resumed_log = event_log(events)
         for kind in ("scalars", "histograms"):  # the resumed run logs exactly the remaining steps, bitwise equal
