@@ -100,9 +100,9 @@ def _advance(planner: _Planner, state_steps: list[Tensor]) -> list[_Bucket]:
     The buckets carry positions, not step counts, so code compiled after this graph break sees the same
     Python values from one step to the next (only the plans' floats change, and dynamo lifts those).
     """
+    torch._foreach_add_(state_steps, 1)
     buckets: dict[int, list[int]] = {}
     for i, step_t in enumerate(state_steps):
-        step_t += 1
         buckets.setdefault(int(step_t.item()), []).append(i)
     return [(planner(step), indices) for step, indices in buckets.items()]
 
