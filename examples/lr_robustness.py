@@ -13,7 +13,9 @@ batches are read with ``pickle`` and NumPy: nothing is downloaded and torchvisio
 
 Outputs in ``--output-dir``: ``accuracy_vs_lr.png``, and TensorBoard logs of every run
 (``tensorboard/<method>_lr<lr>/seed<k>``: ``train/loss``, ``test/accuracy``). Prints a table of
-test accuracy (mean and standard deviation over seeds) by method and learning rate.
+test accuracy (mean and standard deviation over seeds) by method and learning rate, under a line
+naming the CPU and the floating-point kernels in use: at large learning rates the runs are chaotic,
+and a seed's accuracy changes with the kernels (ATen's vector width, MKL, oneDNN).
 
 Example:
     python examples/lr_robustness.py --output-dir runs/lr
@@ -37,7 +39,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, output_dir  # noqa: E402
+from _common import machine_line, markdown_table, output_dir, torch_threads  # noqa: E402
 
 import lightning as L  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
@@ -239,11 +241,15 @@ def plot_accuracy(accuracy: dict, lrs: Sequence[float], dataset: str):
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the sweep; returns accuracies by method and lr, the table and the written files (used by the tests)."""
     args = parse_args(argv)
+    with torch_threads(args.threads):
+        return run_study(args)
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    """The sweep of ``main``, with its arguments parsed."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     directory = output_dir(args.output_dir)
     if args.data_dir:
         dataset = "CIFAR-10"
@@ -263,16 +269,22 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             for seed in args.seeds:
                 acc = train_one(method, lr, seed, data, args, directory)
                 accuracy.setdefault(method, {}).setdefault(lr, []).append(acc)
-            print(f"{method:<10} lr {lr:<6g}: test accuracy {summarise(accuracy[method][lr])} %", flush=True)
+            per_seed = " ".join(f"{100 * a:.1f}" for a in accuracy[method][lr])
+            print(
+                f"{method:<10} lr {lr:<6g}: test accuracy {summarise(accuracy[method][lr])} % (seeds: {per_seed})",
+                flush=True,
+            )
     elapsed = time.perf_counter() - started
 
     header = ["method"] + [f"lr={lr:g}" for lr in args.lrs]
     rows = [[method] + [summarise(by_lr[lr]) for lr in args.lrs] for method, by_lr in accuracy.items()]
     text = markdown_table(header, rows)
+    machine = machine_line()
     print(
         f"{dataset}: {len(x_train)} training / {len(x_test)} test images, CNN width {args.width}, {args.epochs} epochs, "
         f"batch {args.batch_size}, seeds {' '.join(map(str, args.seeds))}; test accuracy in %, mean ± sd; {elapsed / 60:.1f} min"
     )
+    print(machine)
     print(text)
     fig = plot_accuracy(accuracy, args.lrs, dataset)
     png = directory / "accuracy_vs_lr.png"
@@ -281,7 +293,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     plt.close(fig)
     print("wrote", png, "and TensorBoard events in", directory / "tensorboard")
-    return dict(accuracy=accuracy, dataset=dataset, table=text, files=[png], output_dir=directory)
+    return dict(accuracy=accuracy, dataset=dataset, table=text, machine=machine, files=[png], output_dir=directory)
 
 
 if __name__ == "__main__":

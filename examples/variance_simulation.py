@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, output_dir  # noqa: E402
+from _common import machine_line, markdown_table, output_dir  # noqa: E402
 
 from lightning_radam.rectification import r_t, rho_inf, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order  # noqa: E402
 
@@ -182,7 +182,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     directory = output_dir(args.output_dir)
     var_l, var_rl = simulate(args.mus, args.trajectories, args.steps, args.beta2, args.seed, args.device)
     text = table(args.mus, var_l, var_rl)
+    machine = machine_line()
     print(f"b2 = {args.beta2}, {args.trajectories} trajectories, {args.steps} steps, seed {args.seed}")
+    print(machine)
     print(text)
 
     mu0 = [i for i, mu in enumerate(args.mus) if mu == 0.0]
@@ -200,7 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for fig in figures.values():
         plt.close(fig)
     print("wrote", ", ".join(str(f) for f in files), "and TensorBoard events in", directory)
-    return dict(var_l=var_l, var_rl=var_rl, mus=list(args.mus), table=text, files=files, output_dir=directory)
+    return dict(
+        var_l=var_l, var_rl=var_rl, mus=list(args.mus), table=text, machine=machine, files=files, output_dir=directory
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ the final table gives the training loss (mean of the last 10% of steps) and the 
 stalled (final training loss within 0.25 nats of the unigram entropy of the text, i.e. the model
 learnt little beyond character frequencies). ``loss_curves.png`` shows every run;
 ``gradient_histograms.png`` shows, per method (first seed), the distribution of log10|g| over the
-first ``--histogram-steps`` steps, read back from the TensorBoard histograms.
+first ``--histogram-steps`` steps, read back from the TensorBoard histograms. The table's header
+names the CPU and the floating-point kernels in use (the losses of single runs depend on them).
 
 Default: 6 post-LN layers, d=64, 4 heads, batch 16 x 32 characters, b2 = 0.98, lr 5e-3,
 400 steps (four times 2 / (1 - b2)), seeds 0 1 2: Adam without warmup stalls in this regime,
@@ -56,7 +57,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, output_dir  # noqa: E402
+from _common import machine_line, markdown_table, output_dir, torch_threads  # noqa: E402
 
 import lightning as L  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
@@ -368,9 +369,13 @@ def plot_gradient_histograms(directory: Path, methods: Sequence[str], seed: int,
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the study; returns per-method final losses, the table and the written files (used by the tests)."""
     args = parse_args(argv)
+    with torch_threads(args.threads):
+        return run_study(args)
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    """The study of ``main``, with its arguments parsed."""
     quiet_lightning()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     directory = output_dir(args.output_dir)
     data = CharData(load_text(args.text_file))
     tail = max(1, args.steps // 10)
@@ -400,6 +405,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}; unigram entropy {data.unigram_entropy:.3f} nats; "
         f"{elapsed / 60:.1f} min"
     )
+    machine = machine_line()
+    print(machine)
     print(text)
     import matplotlib.pyplot as plt
 
@@ -416,7 +423,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         plt.close(fig)
     print("wrote", ", ".join(map(str, files)), "and TensorBoard events in", directory / "tensorboard")
     return dict(
-        train=train, val=val, unigram_entropy=data.unigram_entropy, table=text, files=files, output_dir=directory
+        train=train,
+        val=val,
+        unigram_entropy=data.unigram_entropy,
+        table=text,
+        machine=machine,
+        files=files,
+        output_dir=directory,
     )
 
 
