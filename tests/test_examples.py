@@ -213,16 +213,17 @@ class ParameterTrace(L.Callback):
 
 
 def first_steps(lr_robustness, method, lr, steps, seed=0):
-    """The example's CNN, digits and optimizer recipe, trained for ``steps`` optimizer steps; its trace."""
+    """The example's CNN, digits, batch size and optimizer recipe, trained for ``steps`` optimizer steps; its trace."""
+    defaults = lr_robustness.parse_args([])
     x_train, y_train, x_test, _ = lr_robustness.load_digits_split()
     x_train, _ = lr_robustness.standardise(x_train, x_test)
     y_train = torch.from_numpy(y_train)
     L.seed_everything(seed, verbose=False)
-    net = lr_robustness.make_cnn(x_train.shape[1], x_train.shape[2], width=32)
+    net = lr_robustness.make_cnn(x_train.shape[1], x_train.shape[2], defaults.width)
     model = lr_robustness.Classifier(net, lr_robustness.make_optimizer_factory(method, lr))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(x_train, y_train),
-        batch_size=64,
+        batch_size=defaults.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
     )
