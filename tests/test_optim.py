@@ -159,9 +159,7 @@ def test_radam_matches_plain_algorithm_2(threshold, degenerated_to_sgd, betas, f
     for t in range(60):
         theta.grad = torch.tensor(reference_grad(theta.tolist(), t), dtype=torch.float64)
         optimizer.step()
-    # rel 1e-9: the CPU's kernels move the last bits (with ATEN_CPU_CAPABILITY=default the b2 = 0.7 row ends
-    # 1.7e-11 away, 0 with AVX2/AVX-512), while eps inside the bias correction, as Adam has it, is 1.5e-8 away
-    assert theta.tolist() == pytest.approx(expected, rel=1e-9, abs=1e-13)
+    assert theta.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-13)
 
 
 @pytest.mark.parametrize(
