@@ -26,22 +26,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, output_dir  # noqa: E402
+from _common import machine_line, markdown_table, output_dir
 
-from lightning_radam.rectification import r_t, rho_inf, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order  # noqa: E402
+from lightning_radam.rectification import r_t, rho_inf, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
 
 DEFAULT_MUS = (0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
 TABLE_STEPS = (6, 100, 1000)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -101,8 +101,8 @@ def simulate(
         for i in range(g2.shape[1]):
             v = g2[:, i].add_(v, alpha=beta2)  # v_t = b2 v_{t-1} + (1 - b2) g_t^2, written over g_t^2
         v = v.clone()  # the chunk is overwritten next
-        l = g2.div_(bias_correction2[start : start + g2.shape[1]].view(1, -1, 1)).reciprocal_().sqrt_()
-        var_l[:, start : start + g2.shape[1]] = l.var(dim=2)
+        l_t = g2.div_(bias_correction2[start : start + g2.shape[1]].view(1, -1, 1)).reciprocal_().sqrt_()
+        var_l[:, start : start + g2.shape[1]] = l_t.var(dim=2)
     # r_t is one number per step, so Var[r_t l_t] = r_t^2 Var[l_t]
     var_rl = var_l * r_t(t, beta2).to(device).square()
     return var_l.cpu().numpy(), var_rl.cpu().numpy()
@@ -125,7 +125,7 @@ def plot_over_steps(mus: Sequence[float], var_l: np.ndarray, var_rl: np.ndarray,
     cols = min(3, len(mus))
     rows = -(-len(mus) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharex=True)
-    for ax, mu, vl, vrl in zip(axes.flat, mus, var_l, var_rl):
+    for ax, mu, vl, vrl in zip(axes.flat, mus, var_l, var_rl, strict=False):  # axes may outnumber mus
         ax.loglog(t, vl, label="Var[$l_t$] (Adam)")
         rectified = vrl > 0
         ax.loglog(t[rectified], vrl[rectified], label="Var[$r_t l_t$] (RAdam)")
@@ -138,7 +138,7 @@ def plot_over_steps(mus: Sequence[float], var_l: np.ndarray, var_rl: np.ndarray,
     return fig
 
 
-def plot_over_rho(var_l_mu0: Optional[np.ndarray], beta2: float):
+def plot_over_rho(var_l_mu0: np.ndarray | None, beta2: float):
     import matplotlib.pyplot as plt
 
     rho = np.geomspace(4.05, rho_inf(beta2), 400)
@@ -176,13 +176,15 @@ def log_tensorboard(
             writer.add_figure(f"figures/{name}", fig, close=False)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     """Run the simulation; returns the arrays, the table and the written files (used by the tests)."""
     args = parse_args(argv)
     directory = output_dir(args.output_dir)
     var_l, var_rl = simulate(args.mus, args.trajectories, args.steps, args.beta2, args.seed, args.device)
     text = table(args.mus, var_l, var_rl)
+    machine = machine_line()
     print(f"b2 = {args.beta2}, {args.trajectories} trajectories, {args.steps} steps, seed {args.seed}")
+    print(machine)
     print(text)
 
     mu0 = [i for i, mu in enumerate(args.mus) if mu == 0.0]
@@ -200,7 +202,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for fig in figures.values():
         plt.close(fig)
     print("wrote", ", ".join(str(f) for f in files), "and TensorBoard events in", directory)
-    return dict(var_l=var_l, var_rl=var_rl, mus=list(args.mus), table=text, files=files, output_dir=directory)
+    return {
+        "var_l": var_l,
+        "var_rl": var_rl,
+        "mus": list(args.mus),
+        "table": text,
+        "machine": machine,
+        "files": files,
+        "output_dir": directory,
+    }
 
 
 if __name__ == "__main__":

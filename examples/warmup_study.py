@@ -22,7 +22,8 @@ the final table gives the training loss (mean of the last 10% of steps) and the 
 stalled (final training loss within 0.25 nats of the unigram entropy of the text, i.e. the model
 learnt little beyond character frequencies). ``loss_curves.png`` shows every run;
 ``gradient_histograms.png`` shows, per method (first seed), the distribution of log10|g| over the
-first ``--histogram-steps`` steps, read back from the TensorBoard histograms.
+first ``--histogram-steps`` steps, read back from the TensorBoard histograms. The table's header
+names the CPU and the floating-point kernels in use (the losses of single runs depend on them).
 
 Default: 6 post-LN layers, d=64, 4 heads, batch 16 x 32 characters, b2 = 0.98, lr 5e-3,
 400 steps (four times 2 / (1 - b2)), seeds 0 1 2: Adam without warmup stalls in this regime,
@@ -48,27 +49,27 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lightning as L  # noqa: E402
-from _common import markdown_table, output_dir  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+import lightning as L
+from _common import machine_line, markdown_table, output_dir, torch_threads
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_radam import Adam2k, RAdam, linear_warmup, untuned_exponential_warmup, untuned_linear_warmup  # noqa: E402
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor  # noqa: E402
+from lightning_radam import Adam2k, RAdam, linear_warmup, untuned_exponential_warmup, untuned_linear_warmup
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 DEFAULT_METHODS = ("adam", "adam_warmup", "adam_untuned_warmup", "adam_2k", "adam_eps", "radam_sgd", "radam")
 STALL_MARGIN = 0.25  # nats above which a run counts as having learnt more than the unigram distribution
 
 
 # ------------------------------------------------------------------------------------------------ data
-def load_text(path: Optional[str]) -> str:
+def load_text(path: str | None) -> str:
     """The text to model: ``pydoc_data.topics`` (ships with Python) unless a file is given."""
     if path:
         return Path(path).read_text(encoding="utf-8")
@@ -216,7 +217,7 @@ def summarise(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -312,7 +313,7 @@ def quiet_lightning() -> None:
 
 
 def read_gradient_histograms(run_dir: Path, last_step: int, edges: np.ndarray) -> tuple[list[int], np.ndarray]:
-    """The ``grad/log10_abs`` histograms of one run up to ``last_step``, re-binned onto ``edges`` (fractions per step)."""
+    """The ``grad/log10_abs`` histograms of one run up to ``last_step``, re-binned onto ``edges`` (fractions)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir), size_guidance={"histograms": 0})
@@ -337,7 +338,7 @@ def plot_gradient_histograms(directory: Path, methods: Sequence[str], seed: int,
     cols = min(4, len(methods))
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharex=True, sharey=True)
-    for ax, method in zip(axes.flat, methods):
+    for ax, method in zip(axes.flat, methods, strict=False):  # axes may outnumber methods
         steps, fractions = read_gradient_histograms(
             directory / "tensorboard" / method / f"seed{seed}", last_step, edges
         )
@@ -364,12 +365,16 @@ def plot_gradient_histograms(directory: Path, methods: Sequence[str], seed: int,
     return fig
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     """Run the study; returns per-method final losses, the table and the written files (used by the tests)."""
     args = parse_args(argv)
+    with torch_threads(args.threads):
+        return run_study(args)
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    """The study of ``main``, with its arguments parsed."""
     quiet_lightning()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     directory = output_dir(args.output_dir)
     data = CharData(load_text(args.text_file))
     tail = max(1, args.steps // 10)
@@ -382,7 +387,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             runs.setdefault(method, []).append(model)
             final = statistics.fmean(model.train_losses[-tail:])
             print(
-                f"{method:<24} seed {seed}: train {final:.3f}  val {model.val_loss:.3f}  ({time.perf_counter() - run_start:.0f} s)",
+                f"{method:<24} seed {seed}: train {final:.3f}  val {model.val_loss:.3f}  "
+                f"({time.perf_counter() - run_start:.0f} s)",
                 flush=True,
             )
     elapsed = time.perf_counter() - started
@@ -395,10 +401,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     ]
     text = markdown_table(["method", f"train loss (last {tail} steps)", "val loss", "stalled"], rows)
     print(
-        f"{args.layers} post-LN layers, d={args.d_model}, batch {args.batch_size}x{args.seq_len}, b2={args.beta2}, lr={args.lr}, "
-        f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}; unigram entropy {data.unigram_entropy:.3f} nats; "
-        f"{elapsed / 60:.1f} min"
+        f"{args.layers} post-LN layers, d={args.d_model}, batch {args.batch_size}x{args.seq_len}, "
+        f"b2={args.beta2}, lr={args.lr}, {args.steps} steps, seeds {' '.join(map(str, args.seeds))}; "
+        f"unigram entropy {data.unigram_entropy:.3f} nats; {elapsed / 60:.1f} min"
     )
+    machine = machine_line()
+    print(machine)
     print(text)
     import matplotlib.pyplot as plt
 
@@ -414,9 +422,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         fig.savefig(files[-1], dpi=120)
         plt.close(fig)
     print("wrote", ", ".join(map(str, files)), "and TensorBoard events in", directory / "tensorboard")
-    return dict(
-        train=train, val=val, unigram_entropy=data.unigram_entropy, table=text, files=files, output_dir=directory
-    )
+    return {
+        "train": train,
+        "val": val,
+        "unigram_entropy": data.unigram_entropy,
+        "table": text,
+        "machine": machine,
+        "files": files,
+        "output_dir": directory,
+    }
 
 
 if __name__ == "__main__":

@@ -35,12 +35,16 @@ def _fresh_dynamo():
     torch.compiler.reset()
 
 
+@pytest.fixture(scope="session")
+def inductor_cache_dir(tmp_path_factory):
+    """A cache of this session's own: inductor's FX graph cache does not tell ATEN CPU capabilities apart (torch 2.13),
+    so code a run generated for AVX2 or AVX-512 fails to compile under ATEN_CPU_CAPABILITY=default."""
+    return tmp_path_factory.mktemp(f"torchinductor-{torch.backends.cpu.get_cpu_capability()}")
+
+
 @pytest.fixture
-def inductor_cache(request, monkeypatch):
-    """Inductor's cache in .pytest_cache, one per ATEN CPU capability: inductor's FX graph cache does not tell them
-    apart (torch 2.13), so code generated for AVX2 fails to compile under ATEN_CPU_CAPABILITY=default."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(request.config.cache.mkdir(f"torchinductor-{capability}")))
+def inductor_cache(inductor_cache_dir, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir))
 
 
 class CountingBackend:

@@ -23,6 +23,7 @@ def test_quickstart_learns_digits_and_writes_tensorboard_events(tmp_path, monkey
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == tensorboard.__version__
     accuracy = float(out.split("validation accuracy ")[1].split()[0])
+    # not a chaotic run: 0.939 on this seed, the same with every kernel family tried (docs/results.md)
     assert accuracy > 0.8  # ten classes: chance is 0.1
     events = list((tmp_path / "quickstart").glob("version_*/events.out.tfevents.*"))
     assert len(events) == 1
