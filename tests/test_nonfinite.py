@@ -73,11 +73,12 @@ def test_nonfinite_raise_names_the_group():
     assert len(optimizer.state) == 0  # not even the state was created
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bad_step", [3, 8], ids=["unrectified_phase", "rectified_phase"])
-def test_nonfinite_skip_skips_the_whole_step(path, bad_step):
+def test_nonfinite_skip_skips_the_whole_step(path, bad_step, device):
     # A run with a non-finite gradient at bad_step equals, bitwise, a run that never saw that batch.
-    model, clean_model = Model(seed=0), Model(seed=0)
+    model, clean_model = Model(seed=0).to(device), Model(seed=0).to(device)
     groups = lambda m: [{"params": m.hidden.parameters()}, {"params": m.out.parameters(), "lr": 3e-3}]
     optimizer = RAdam(groups(model), lr=1e-2, nonfinite_grad="skip", **path)
     clean = RAdam(groups(clean_model), lr=1e-2, **path)
