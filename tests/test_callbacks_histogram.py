@@ -77,7 +77,8 @@ def test_histogram_monitor_before_and_after_clipping(tmp_path):
     assert_histogram_equals_numpy(events, "grad_clipped/log10_abs", torch.cat(clipped).double().numpy(), [0, 1])
 
 
-def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_step(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_step(tmp_path, device):
     """Lightning leaves the gradients scaled for optimizers that unscale inside step(); the histograms must not move."""
     histograms = []
     for unscale_in_step in (False, True):
@@ -85,9 +86,13 @@ def test_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_
         model = Model(
             lambda params, unscale_in_step=unscale_in_step: RAdam(params, lr=1e-2, unscale_in_step=unscale_in_step)
         )
-        plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
+        plugin = MixedPrecision("16-mixed", device, scaler=torch.amp.GradScaler(device, init_scale=2.0**12))
         trainer = make_trainer(
-            tmp_path / str(unscale_in_step), [GradientHistogramMonitor()], max_steps=2, plugins=[plugin]
+            tmp_path / str(unscale_in_step),
+            [GradientHistogramMonitor()],
+            max_steps=2,
+            accelerator=device,
+            plugins=[plugin],
         )
         trainer.fit(model)
         histograms.append([h.histogram_value for h in read_events(trainer.logger.log_dir).Histograms("grad/log10_abs")])

@@ -6,8 +6,6 @@ Every test here carries the ``cuda`` marker: skipped without a GPU (tests/confte
 only these.
 """
 
-import lightning as L
-import numpy as np
 import pytest
 import torch
 from helpers import (
@@ -219,24 +217,6 @@ def test_cuda_16_mixed_trainer_skips_the_overflowing_step(tmp_path, unscale_in_s
     assert steps == [0, 1, 2, 3, 4, 5]
     assert nonfinite[2] > 0
     assert nonfinite[[0, 1, 3, 4, 5]].sum() == 0
-
-
-def test_cuda_histogram_monitor_divides_out_the_scale_when_the_optimizer_unscales_in_step(tmp_path):
-    histograms = []
-    for unscale_in_step in (False, True):
-        L.seed_everything(0)
-        model = Model(lambda params, u=unscale_in_step: RAdam(params, lr=1e-2, unscale_in_step=u))
-        plugin = MixedPrecision("16-mixed", CUDA, scaler=torch.amp.GradScaler(CUDA, init_scale=2.0**12))
-        monitors = [GradientHistogramMonitor()]
-        trainer = make_trainer(
-            tmp_path / str(unscale_in_step), monitors, max_steps=2, accelerator=CUDA, plugins=[plugin]
-        )
-        trainer.fit(model)
-        histograms.append([h.histogram_value for h in read_events(trainer.logger.log_dir).Histograms("grad/log10_abs")])
-    assert len(histograms[0]) == len(histograms[1]) == 2
-    for unscaled, scaled in zip(*histograms, strict=True):
-        assert scaled.bucket == unscaled.bucket
-        np.testing.assert_allclose(scaled.bucket_limit, unscaled.bucket_limit, rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------- histograms
