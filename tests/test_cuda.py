@@ -304,3 +304,19 @@ def test_cuda_rectification_monitor_reads_adams_step_counts_on_the_device(tmp_pa
     for g, beta2 in enumerate(BETA2S):
         assert_matches_math(events, f"group{g}", beta2, 5.0, list(range(7)))
     assert scalar_series(events, "radam/layer/hidden.weight/adaptive_lr_log10_mean")[0] == list(range(7))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_cuda_step_never_synchronises_with_the_host(path):
+    # rho_t, r_t and the step counts live on the host: neither an unrectified nor a rectified step waits for the GPU
+    params = [torch.randn(shape, device=CUDA, requires_grad=True) for shape in ((64, 32), (32,), (4, 4, 3, 3))]
+    optimizer = RAdam(params, lr=1e-3, **path)
+    for _ in range(8):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            optimizer.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert optimizer.rectification_stats()[0].rectified
