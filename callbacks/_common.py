@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
 from lightning_radam._compat import batches_that_stepped
@@ -34,6 +35,29 @@ def _compile_pattern(pattern: Any, name: str) -> re.Pattern | None:
         raise ValueError(f"Invalid {name}: {pattern!r} is not a regular expression ({error})") from None
 
 
+def _layers_match(owner: Callback, pattern: re.Pattern | None, names: dict[int, str]) -> bool:
+    """Whether ``layers`` selects a parameter; if it is set and selects none, a warning naming it (once per fit)."""
+    if pattern is None:
+        return False
+    if any(pattern.search(name) for name in names.values()):
+        return True
+    rank_zero_warn(
+        f"{type(owner).__name__}: layers={pattern.pattern!r} matches no parameter name, so no per-layer values are"
+        " logged (names are searched as in named_parameters(), e.g. 'hidden.weight')."
+    )
+    return False
+
+
+def _check_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str):
+        raise TypeError(f"Invalid prefix: expected a str, got {prefix!r}")
+    if not prefix or "" in prefix.split("/"):
+        raise ValueError(
+            f"Invalid prefix: {prefix!r} (expected a non-empty str without a leading, trailing or doubled /)"
+        )
+    return prefix
+
+
 def _logged_step(trainer: pl.Trainer) -> int:
     """The step index ``self.log`` uses during a training batch: optimizer steps taken before this batch."""
     return batches_that_stepped(trainer)
@@ -53,6 +77,10 @@ def _optimizer_prefix(trainer: pl.Trainer, index: int) -> str:
 
 def _parameter_names(pl_module: pl.LightningModule) -> dict[int, str]:
     return {id(p): name for name, p in pl_module.named_parameters()}
+
+
+def _callbacks(trainer: pl.Trainer) -> list[Callback]:
+    return list(trainer.callbacks)  # type: ignore[attr-defined]  # set by Lightning's callback connector
 
 
 def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:

@@ -23,8 +23,11 @@ from typing_extensions import override
 from lightning_radam._compat import optimizer_handles_unscaling
 
 from ._common import (
+    _callbacks,
     _check_every_n_steps,
+    _check_prefix,
     _compile_pattern,
+    _layers_match,
     _log_scalars,
     _logged_step,
     _optimizer_prefix,
@@ -171,13 +174,14 @@ class GradientHistogramMonitor(_StepMonitor):
         every_n_steps: log on optimizer steps whose index is a multiple of this, starting at
             step 0 (default: 1, every step).
         layers: regular expression searched in parameter names (``re.search``); each matching
-            parameter gets its own histogram. ``None`` for the global histogram only (default: None).
+            parameter gets its own histogram (a pattern that matches no parameter warns at fit start).
+            ``None`` for the global histogram only (default: None).
         layer_every_n_steps: interval of the per-layer histograms, a multiple of
             ``every_n_steps`` or ``None`` for the same interval (default: None).
         when: ``"before_clip"`` (gradients as the optimizer receives them before clipping) or
             ``"after_clip"`` (after clipping, read after the optimizer step) (default: "before_clip").
-        prefix: first component of every tag, so that two instances (say, one per ``when``) can
-            run together (default: "grad").
+        prefix: first component(s) of every tag, so that two instances (say, one per ``when``) can
+            run together; two instances with the same prefix are rejected (default: "grad").
         subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
             them, starting at offset ``(step // every_n_steps) % subsample`` (so ``subsample`` consecutive
             logged steps cover every element once), with all counts (zeros and non-finite included) multiplied by
@@ -187,7 +191,8 @@ class GradientHistogramMonitor(_StepMonitor):
     Raises:
         ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, or not a multiple,
             ``subsample`` is > ``2**32``, ``layers`` is not a valid regular expression, ``when`` is unknown or
-            ``prefix`` is empty.
+            ``prefix`` is empty or has a leading, trailing or doubled ``/``; at setup, if another
+            GradientHistogramMonitor of the Trainer has the same ``prefix`` (both would write the same tags).
         TypeError: if an argument has the wrong type.
         MisconfigurationException: at fit start, if the Trainer has no logger.
 
@@ -221,11 +226,7 @@ class GradientHistogramMonitor(_StepMonitor):
         if when not in _WHEN:
             raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
         self.when = when
-        if not isinstance(prefix, str):
-            raise TypeError(f"Invalid prefix: expected a str, got {prefix!r}")
-        if not prefix:
-            raise ValueError(f"Invalid prefix: {prefix!r} (expected a non-empty str)")
-        self.prefix = prefix
+        self.prefix = _check_prefix(prefix)
         self.subsample = _check_every_n_steps(subsample, "subsample")
         if self.subsample > MAX_SUBSAMPLE:
             raise ValueError(f"Invalid subsample: {subsample} (expected 1 <= subsample <= {MAX_SUBSAMPLE})")
@@ -238,9 +239,22 @@ class GradientHistogramMonitor(_StepMonitor):
     def state_key(self) -> str:
         return self._generate_state_key(prefix=self.prefix, when=self.when)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(prefix={self.prefix!r}, when={self.when!r})"
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        for other in _callbacks(trainer):
+            if other is not self and isinstance(other, GradientHistogramMonitor) and other.prefix == self.prefix:
+                raise ValueError(
+                    f"{self!r} and {other!r} would both write the tags {self.prefix}/...: give one another prefix"
+                )
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
+        _layers_match(self, self.layers, self._names)
         self._write_histograms = bool(_tensorboard_loggers(trainer))
         if not self._write_histograms:
             rank_zero_warn(

@@ -2,46 +2,63 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 __all__ = ["monitoring_layout"]
 
+_OPT_GROUP = r"radam/(optimizer\d+/)?group\d+/"  # the per-group tags of RectificationMonitor
 
-def monitoring_layout() -> dict[str, dict[str, list]]:
+
+def monitoring_layout(layers: bool = False, gradient_prefixes: Sequence[str] = ("grad",)) -> dict[str, dict[str, list]]:
     r"""The layout :class:`~lightning_radam.callbacks.RectificationMonitor` writes to the "Custom Scalars" tab.
 
     In the format of ``SummaryWriter.add_custom_scalars``: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``.
-    Tags are regular expressions, so every optimizer and parameter group appears in the same chart.
-    The variance chart is the paper's argument on one page: read it with a logarithmic y axis,
-    ``var_adaptive_lr`` falls by orders of magnitude over the first steps while ``var_rectified_lr``
-    stays nearly flat (within a factor of about 3 of its limit).
+    Tags are regular expressions matched from the start of the tag (TensorBoard uses ``re.match``), so every
+    optimizer and parameter group appears in the same chart. Only charts of tags that are logged are written, since
+    TensorBoard draws a chart that matches nothing as an empty frame. The variance chart plots log10 of the
+    variances: ``var_adaptive_lr_log10`` falls by orders of magnitude over the first steps while
+    ``var_rectified_lr_log10`` stays nearly flat (within about half a decade of its limit), on TensorBoard's
+    default linear axis.
+
+    Args:
+        layers: include the per-layer charts (RectificationMonitor's ``layers=`` selects parameters) (default: False).
+        gradient_prefixes: the ``prefix`` of each :class:`~lightning_radam.callbacks.GradientHistogramMonitor` of
+            the run; the zero and non-finite counts of each get a curve. Empty for none (default: ``("grad",)``).
 
     Example:
         >>> sorted(monitoring_layout())
         ['RAdam gradients', 'RAdam rectification']
+        >>> monitoring_layout(gradient_prefixes=())["RAdam rectification"]["r_t (variance rectification term)"]
+        ['Multiline', ['radam/(optimizer\\d+/)?group\\d+/r_t$']]
     """
-    return {
-        "RAdam rectification": {
-            "rho_t (length of the approximated simple moving average)": ["Multiline", [r"^radam/(.*/)?rho_t$"]],
-            "r_t (variance rectification term)": ["Multiline", [r"^radam/(.*/)?r_t$"]],
-            "variance of the adaptive learning rate, per unit sigma^2 (log scale)": [
-                "Multiline",
-                [
-                    r"^radam/(.*/)?var_adaptive_lr$",
-                    r"^radam/(.*/)?var_adaptive_lr_first_order$",
-                    r"^radam/(.*/)?var_rectified_lr$",
-                ],
+    rectification: dict[str, list] = {
+        "rho_t (length of the approximated simple moving average)": ["Multiline", [_OPT_GROUP + "rho_t$"]],
+        "r_t (variance rectification term)": ["Multiline", [_OPT_GROUP + "r_t$"]],
+        "log10 variance of the adaptive learning rate, per unit sigma^2": [
+            "Multiline",
+            [
+                _OPT_GROUP + "var_adaptive_lr_log10$",
+                _OPT_GROUP + "var_adaptive_lr_first_order_log10$",
+                _OPT_GROUP + "var_rectified_lr_log10$",
             ],
-            "rectified and skipped steps": ["Multiline", [r"^radam/(.*/)?rectified$", r"^radam/(.*/)?skipped$"]],
-            "adaptive learning rate per layer, log10": [
-                "Multiline",
-                [r"^radam/layer/.*/adaptive_lr_log10_mean$", r"^radam/layer/.*/rectified_lr_log10_mean$"],
-            ],
-            "spread of the adaptive learning rate per layer, std of log10": [
-                "Multiline",
-                [r"^radam/layer/.*/adaptive_lr_log10_std$"],
-            ],
-        },
-        "RAdam gradients": {
-            "exact zeros in the gradients": ["Multiline", [r"/zeros$"]],
-            "inf and NaN in the gradients": ["Multiline", [r"/nonfinite$"]],
-        },
+        ],
+        "rectified and skipped steps": ["Multiline", [_OPT_GROUP + "rectified$", _OPT_GROUP + "skipped$"]],
     }
+    if layers:
+        rectification["adaptive learning rate per layer, log10"] = [
+            "Multiline",
+            [r"radam/layer/.+/adaptive_lr_log10_mean$", r"radam/layer/.+/rectified_lr_log10_mean$"],
+        ]
+        rectification["spread of the adaptive learning rate per layer, std of log10"] = [
+            "Multiline",
+            [r"radam/layer/.+/adaptive_lr_log10_std$"],
+        ]
+    layout = {"RAdam rectification": rectification}
+    prefixes = [re.escape(prefix) + r"/(optimizer\d+/)?" for prefix in dict.fromkeys(gradient_prefixes)]
+    if prefixes:
+        layout["RAdam gradients"] = {
+            "exact zeros in the gradients": ["Multiline", [prefix + "zeros$" for prefix in prefixes]],
+            "inf and NaN in the gradients": ["Multiline", [prefix + "nonfinite$" for prefix in prefixes]],
+        }
+    return layout

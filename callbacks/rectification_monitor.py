@@ -17,13 +17,16 @@ from lightning_radam.optim import RAdam
 from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
 
 from ._common import (
+    _callbacks,
     _compile_pattern,
+    _layers_match,
     _log_scalars,
     _logged_step,
     _optimizer_prefix,
     _StepMonitor,
     _tensorboard_loggers,
 )
+from .gradient_histogram_monitor import GradientHistogramMonitor
 from .layout import monitoring_layout
 
 __all__ = ["RectificationMonitor"]
@@ -96,7 +99,8 @@ class RectificationMonitor(_StepMonitor):
       ``radam/{opt}group{g}/rectified`` (1.0 if ``rho_t > threshold``).
     - ``radam/{opt}group{g}/var_adaptive_lr``, ``radam/{opt}group{g}/var_adaptive_lr_first_order``,
       ``radam/{opt}group{g}/var_rectified_lr``: only where ``rho_t > 4`` (where ``r_t`` and the
-      first-order form are defined).
+      first-order form are defined), and their log10 as ``..._log10`` (the tags the custom-scalars
+      layout charts, as TensorBoard's axes open linear).
     - ``radam/layer/{name}/adaptive_lr_log10_mean``, ``radam/layer/{name}/adaptive_lr_log10_std``
       and, on rectified steps, ``radam/layer/{name}/rectified_lr_log10_mean``: for parameters
       matching ``layers``.
@@ -104,13 +108,16 @@ class RectificationMonitor(_StepMonitor):
     The step of every point is ``trainer.fit_loop.epoch_loop._batches_that_stepped``, the step
     ``self.log`` uses. Scalars go to every logger in ``trainer.loggers``, from rank zero; with a
     ``TensorBoardLogger`` the custom-scalars layout :func:`~lightning_radam.callbacks.monitoring_layout`
-    is written once at fit start. Nothing synchronises on steps that are not logged.
+    is written once at fit start, with only the charts of tags this run logs (per-layer charts if ``layers``
+    matches a parameter, gradient counts for each GradientHistogramMonitor of the Trainer).
+    Nothing synchronises on steps that are not logged.
 
     Args:
         every_n_steps: log on optimizer steps whose index is a multiple of this, starting at
             step 0 (default: 1).
         layers: regular expression searched in parameter names (``re.search``) selecting the
-            parameters whose empirical adaptive learning rate is logged; ``None`` for none (default: None).
+            parameters whose empirical adaptive learning rate is logged (a pattern that matches no parameter
+            warns at fit start); ``None`` for none (default: None).
         threshold: ``rho_t`` above which RAdam rectifies, used for optimizers other than
             :class:`~lightning_radam.RAdam` (which carry their own), >= 4 (default: 5.0, as torch).
         write_layout: write the custom-scalars layout to TensorBoard at fit start (default: True).
@@ -144,9 +151,11 @@ class RectificationMonitor(_StepMonitor):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
+        layers = _layers_match(self, self.layers, self._names)
         if self.write_layout and trainer.is_global_zero:
+            prefixes = [c.prefix for c in _callbacks(trainer) if isinstance(c, GradientHistogramMonitor)]
             for logger in _tensorboard_loggers(trainer):
-                logger.experiment.add_custom_scalars(monitoring_layout())
+                logger.experiment.add_custom_scalars(monitoring_layout(layers=layers, gradient_prefixes=prefixes))
 
     @override
     def on_before_optimizer_step(
@@ -204,6 +213,8 @@ class RectificationMonitor(_StepMonitor):
                     metrics[key + "var_adaptive_lr"] = variance
                     metrics[key + "var_adaptive_lr_first_order"] = variance_adaptive_lr_first_order(rho)
                     metrics[key + "var_rectified_lr"] = r * r * variance
+                    for name in ("var_adaptive_lr", "var_adaptive_lr_first_order", "var_rectified_lr"):
+                        metrics[key + name + "_log10"] = math.log10(metrics[key + name])
                 if self.layers is not None:
                     self._layer_statistics(optimizer, group, threshold, layer_stats, layer_rows)
         if layer_stats:

@@ -128,18 +128,22 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
     events = read_events(trainer.logger.log_dir)
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    assert [category.title for category in layout.category] == list(monitoring_layout())
+    written = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+    expected = monitoring_layout(layers=True, gradient_prefixes=["grad"])  # the run's charts, and no others
+    assert written == {
+        category: {chart: tags for chart, (_, tags) in charts.items()} for category, charts in expected.items()
+    }
     scalars = events.Tags()["scalars"]
     for category in layout.category:
         for chart in category.chart:
-            for pattern in chart.multiline.tag:  # every regex of the layout selects logged tags
-                assert any(re.search(pattern, tag) for tag in scalars), pattern
+            for pattern in chart.multiline.tag:  # every regex selects logged tags, matched as TensorBoard does
+                assert any(re.match(pattern, tag) for tag in scalars), pattern
     # each chart selects only its own quantity: the r_t chart, say, shows no rho_t curve
     for category in layout.category:
         for chart in category.chart:
             for pattern in chart.multiline.tag:
                 quantity = re.search(r"(\w+)\$$", pattern).group(1)
-                assert all(tag.endswith("/" + quantity) for tag in scalars if re.search(pattern, tag)), pattern
+                assert all(tag.endswith("/" + quantity) for tag in scalars if re.match(pattern, tag)), pattern
 
 
 @pytest.mark.parametrize(
@@ -163,6 +167,9 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
         ),
         (GradientHistogramMonitor, {"when": "after_step"}, ValueError, "Invalid when: 'after_step'"),
         (GradientHistogramMonitor, {"prefix": ""}, ValueError, "Invalid prefix: ''"),
+        (GradientHistogramMonitor, {"prefix": "grad/"}, ValueError, "Invalid prefix: 'grad/'"),
+        (GradientHistogramMonitor, {"prefix": "grad//clipped"}, ValueError, "Invalid prefix: 'grad//clipped'"),
+        (GradientHistogramMonitor, {"prefix": "/grad"}, ValueError, "Invalid prefix: '/grad'"),
         (GradientHistogramMonitor, {"layers": "[a-"}, ValueError, r"Invalid layers: '\[a-'"),
         (GradientHistogramMonitor, {"subsample": 0}, ValueError, "Invalid subsample: 0"),
     ],
@@ -189,3 +196,50 @@ def test_monitors_reused_in_a_new_trainer_log_again(tmp_path):
         events = read_events(trainer.logger.log_dir)
         assert scalar_series(events, "radam/group0/rho_t")[0] == [0, 1, 2], run
         assert [h.step for h in events.Histograms("grad/log10_abs")] == [0, 1, 2], run
+
+
+def test_gradient_histogram_monitor_accepts_a_nested_prefix(tmp_path):
+    trainer = make_trainer(tmp_path, [GradientHistogramMonitor(prefix="grad/clipped")], max_steps=2)
+    trainer.fit(Model())
+    assert "grad/clipped/zeros" in read_events(trainer.logger.log_dir).Tags()["scalars"]
+
+
+@pytest.mark.parametrize(
+    ("monitors", "match"),
+    [
+        pytest.param(
+            lambda: [GradientHistogramMonitor(), GradientHistogramMonitor(when="after_clip")],
+            re.escape(
+                "GradientHistogramMonitor(prefix='grad', when='before_clip') and "
+                "GradientHistogramMonitor(prefix='grad', when='after_clip') would both write the tags grad/"
+            ),
+            id="histogram_same_prefix",
+        ),
+    ],
+)
+def test_monitors_that_would_write_the_same_tags_are_rejected_at_setup(tmp_path, monitors, match):
+    trainer = make_trainer(tmp_path, monitors(), max_steps=1)
+    with pytest.raises(ValueError, match=match):
+        trainer.fit(Model())
+
+
+@pytest.mark.parametrize("callback", [RectificationMonitor, GradientHistogramMonitor])
+def test_monitors_warn_once_when_layers_matches_no_parameter(tmp_path, callback):
+    pattern = r"^attn\."
+    trainer = make_trainer(tmp_path, [callback(layers=pattern)], max_steps=3)
+    with pytest.warns(
+        UserWarning, match=re.escape(f"{callback.__name__}: layers={pattern!r} matches no parameter")
+    ) as record:
+        trainer.fit(Model())
+    assert sum("matches no parameter" in str(w.message) for w in record) == 1
+    assert not [tag for tag in read_events(trainer.logger.log_dir).Tags()["scalars"] if "/layer/" in tag]
+
+
+def test_layout_has_no_per_layer_charts_without_a_matching_layers(tmp_path):
+    with pytest.warns(UserWarning, match="matches no parameter"):
+        make_trainer(tmp_path, [RectificationMonitor(layers="attn")], max_steps=1).fit(Model())
+    layout = layout_pb2.Layout()
+    events = read_events(tmp_path / "version_0")
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = [chart.title for category in layout.category for chart in category.chart]
+    assert charts == list(monitoring_layout(gradient_prefixes=())["RAdam rectification"])  # no gradient charts either

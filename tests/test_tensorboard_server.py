@@ -1,0 +1,135 @@
+"""The Custom Scalars layout, as TensorBoard itself reads it: a real server on 127.0.0.1, queried through the routes
+its web app uses (``/data/plugin/custom_scalars/layout`` and ``.../scalars?run=...&tag=<regex>``), so that every
+chart's regexes are matched with TensorBoard's own semantics (``re.match``, from the start of the tag)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import Model, make_trainer
+
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
+
+STARTUP_TIMEOUT = 90.0  # seconds for the server to answer and load the run
+REQUEST_TIMEOUT = 10.0
+
+PER_LAYER_CHARTS = {
+    "adaptive learning rate per layer, log10",
+    "spread of the adaptive learning rate per layer, std of log10",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(port: int, route: str, **params: str) -> Any:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}{query}", timeout=REQUEST_TIMEOUT) as response:
+        return json.loads(response.read())
+
+
+def chart_series(port: int, run: str, layout: dict) -> dict[tuple[str, str, str], dict[str, list]]:
+    """For every (category, chart, regex) of the layout: what the scalars route returns, {tag: [points]}."""
+    series = {}
+    for category in layout["category"]:
+        for chart in category["chart"]:
+            for regex in chart["multiline"]["tag"]:
+                answer = get_json(port, "/data/plugin/custom_scalars/scalars", run=run, tag=regex)
+                assert answer["regex_valid"], regex
+                series[category["title"], chart["title"], regex] = answer["tag_to_events"]
+    return series
+
+
+def serve_and_read(logdir: Path) -> tuple[dict, dict]:
+    """Start TensorBoard on ``logdir`` (default flags), wait until its layout and every chart have data, read them."""
+    port = free_port()
+    log = (logdir / "tensorboard.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        layout: dict = {}
+        series: dict = {}
+        while time.monotonic() < deadline:
+            assert server.poll() is None, (logdir / "tensorboard.log").read_text()
+            try:
+                layout = get_json(port, "/data/plugin/custom_scalars/layout")
+                if layout:
+                    series = chart_series(port, "version_0", layout)
+                    if all(payload and all(payload.values()) for payload in series.values()):
+                        break  # the run is loaded (the server reads it in the background)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not answering yet
+            time.sleep(0.5)
+        return layout, series
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=REQUEST_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=REQUEST_TIMEOUT)
+        log.close()
+
+
+@pytest.mark.parametrize(
+    ("monitors", "per_layer"),
+    [
+        pytest.param(lambda: [RectificationMonitor(), GradientHistogramMonitor()], False, id="defaults"),
+        pytest.param(
+            lambda: [
+                RectificationMonitor(layers="weight"),
+                GradientHistogramMonitor(layers="weight"),
+                GradientHistogramMonitor(when="after_clip", prefix="grad_clipped"),
+            ],
+            True,
+            id="layers",
+        ),
+    ],
+)
+def test_every_custom_scalars_chart_shows_logged_tags(tmp_path, monitors, per_layer):
+    trainer = make_trainer(tmp_path, monitors(), max_steps=8)  # RAdam (b2 = 0.98) rectifies from t = 6
+    trainer.fit(Model())
+    layout, series = serve_and_read(tmp_path)
+    assert layout, "TensorBoard found no custom-scalars layout"
+    charts = {chart["title"] for category in layout["category"] for chart in category["chart"]}
+    assert (charts >= PER_LAYER_CHARTS) if per_layer else not (PER_LAYER_CHARTS & charts)
+    for (category, chart, regex), payload in series.items():
+        assert payload, f"{category} / {chart}: {regex} matches no logged tag in TensorBoard"
+        assert all(payload.values()), f"{category} / {chart}: {regex} matches a tag without data"
+    gradient_tags = {
+        tag for (category, _, _), payload in series.items() if category == "RAdam gradients" for tag in payload
+    }
+    prefixes = {"grad", "grad_clipped"} if per_layer else {"grad"}
+    assert {tag.rsplit("/", 1)[0] for tag in gradient_tags} == prefixes  # one curve per GradientHistogramMonitor
+    # the variance chart, on TensorBoard's linear axis: log10 of the adaptive rate's variance falls, the rectified
+    # one stays within a factor of about 3 (half a decade)
+    variance = {
+        regex: payload
+        for (_, chart, regex), payload in series.items()
+        if chart.startswith("log10 variance of the adaptive learning rate")
+    }
+    (adaptive,) = [next(iter(p.values())) for r, p in variance.items() if r.endswith("/var_adaptive_lr_log10$")]
+    (rectified,) = [next(iter(p.values())) for r, p in variance.items() if r.endswith("/var_rectified_lr_log10$")]
+    adaptive_values = np.array([point[2] for point in adaptive])  # [wall time, step, value]
+    rectified_values = np.array([point[2] for point in rectified])
+    assert np.all(np.diff(adaptive_values) < 0)
+    assert np.ptp(rectified_values) < 0.5
+    assert adaptive_values[0] - adaptive_values[-1] > np.ptp(rectified_values)
