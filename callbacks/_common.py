@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog  # type: ignore[import-untyped]
+from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
 from lightning_radam._compat import batches_that_stepped
@@ -93,6 +95,23 @@ def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> N
             logger.log_metrics(metrics, step=step)
 
 
+def _purge_from(writer: Any, step: int) -> None:
+    """Mark a restart at ``step``: TensorBoard then drops the events of earlier files at steps >= ``step``.
+
+    The marker is the one ``SummaryWriter(purge_step=step)`` writes, a ``SessionLog.START`` event at ``step``;
+    TensorBoard's reader (``purge_orphaned_data``, on by default) purges every tag at that step and after, so
+    what an interrupted run logged after its last checkpoint is shown once, as the resumed run logs it again.
+    """
+    if not isinstance(writer, SummaryWriter):
+        rank_zero_warn(f"Cannot mark the resume in {type(writer).__name__}: steps after the checkpoint may show twice.")
+        return
+    if writer.file_writer is None:  # closed (a logger reused after a fit): the next write opens a new file
+        writer.purge_step = step  # which then starts with this marker
+        return
+    writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+    writer.flush()
+
+
 class _StepMonitor(Callback):
     """What both monitors share: the logging interval, the last logged step per optimizer, the logger check.
 
@@ -103,6 +122,7 @@ class _StepMonitor(Callback):
         self.every_n_steps = _check_every_n_steps(every_n_steps)
         self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step
         self._names: dict[int, str] = {}
+        self._purge_pending = False
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -122,6 +142,26 @@ class _StepMonitor(Callback):
         if not trainer.loggers:
             raise MisconfigurationException(f"Cannot use {type(self).__name__} with a Trainer that has no logger.")
         self._names = _parameter_names(pl_module)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A fit resumed from a checkpoint repeats the steps the interrupted run logged after it: TensorBoard is told
+        # to drop those, for every tag (Lightning logs self.log metrics at the same step as ours). Once per fit, by
+        # the first monitor, at the first batch: Lightning sets the resumed step only when that batch's epoch starts.
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]
+        first = next(callback for callback in callbacks if isinstance(callback, _StepMonitor))
+        self._purge_pending = bool(trainer.ckpt_path) and trainer.is_global_zero and self is first
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._purge_pending:
+            self._purge_pending = False
+            step = _logged_step(trainer)
+            if step > 0:  # at step 0 the marker would also drop what this fit wrote at its start (layout, hparams)
+                for logger in _tensorboard_loggers(trainer):
+                    _purge_from(logger.experiment, step)
 
     def _logging_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> tuple[int, int] | None:
         """``(step, optimizer index)`` if this optimizer step is logged here, else ``None``; host-side only."""
