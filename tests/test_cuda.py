@@ -146,40 +146,6 @@ def test_cuda_nonfinite_raise_updates_nothing(path):
 # ------------------------------------------------------------------------------------------ mixed precision
 
 
-@pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler_hands_over", "user_unscales_first"])
-@pytest.mark.parametrize("path", PATHS)
-def test_cuda_float16_autocast_unscale_in_step_matches_scaler_unscaling(path, unscale_first):
-    """GradScaler on CUDA with float16 autocast: unscale_in_step=True gives the run of unscale_in_step=False."""
-    model, reference_model = Model(seed=0).to(CUDA), Model(seed=0).to(CUDA)
-    optimizer = RAdam(model.parameters(), lr=1e-2, unscale_in_step=True, **path)
-    reference = RAdam(reference_model.parameters(), lr=1e-2, **path)
-    scaler, reference_scaler = (torch.amp.GradScaler(CUDA, init_scale=2.0**10) for _ in range(2))
-    for seed in range(10):
-        backward(model, seed=seed, scaler=scaler, dtype=torch.float16)
-        backward(reference_model, seed=seed, scaler=reference_scaler, dtype=torch.float16)
-        if seed in (2, 7):  # one overflow in the unrectified phase, one in the rectified phase
-            model.out.weight.grad[0, 0] = reference_model.out.weight.grad[0, 0] = float("inf")
-            before, reference_before = (
-                snapshot(model.parameters(), optimizer),
-                snapshot(reference_model.parameters(), reference),
-            )
-        if unscale_first:
-            scaler.unscale_(optimizer)
-            reference_scaler.unscale_(reference)
-        scaler.step(optimizer)
-        reference_scaler.step(reference)
-        scaler.update()
-        reference_scaler.update()
-        if seed in (2, 7):  # both skipped the step: nothing moved
-            assert_same(snapshot(model.parameters(), optimizer), before)
-            assert_same(snapshot(reference_model.parameters(), reference), reference_before)
-    assert scaler.get_scale() == reference_scaler.get_scale() == 2.0**8  # backed off twice
-    assert optimizer.state[model.hidden.weight]["step"].item() == 8
-    for p, q in zip(model.parameters(), reference_model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)  # unscaled in the update vs by the scaler
-        torch.testing.assert_close(p.grad, q.grad)  # the gradients are left unscaled, as by the scaler
-
-
 @pytest.mark.parametrize("unscale_in_step", [False, True], ids=["lightning-unscales", "optimizer-unscales"])
 def test_cuda_16_mixed_trainer_skips_the_overflowing_step(tmp_path, unscale_in_step):
     scaler = torch.amp.GradScaler(CUDA, init_scale=1.0)

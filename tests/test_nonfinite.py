@@ -118,22 +118,26 @@ def test_nonfinite_check_runs_only_when_asked(nonfinite_grad, checked):
     assert ("_foreach_norm" in recorder.ops) is checked
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler_hands_over", "user_unscales_first"])
 @pytest.mark.parametrize("path", PATHS)
-def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path, unscale_first):
-    # user_unscales_first: scaler.unscale_ before step (as for clipping), so step() gets found_inf and no grad_scale
-    model, reference_model = Model(seed=0), Model(seed=0)
+def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path, unscale_first, device):
+    # user_unscales_first: scaler.unscale_ before step (as for clipping), so step() gets found_inf and no grad_scale.
+    # On CUDA the forward runs under float16 autocast, as with Lightning's "16-mixed".
+    autocast = {"dtype": torch.float16} if device == "cuda" else {}
+    model, reference_model = Model(seed=0).to(device), Model(seed=0).to(device)
     optimizer = RAdam(model.parameters(), lr=1e-2, unscale_in_step=True, **path)
     reference = RAdam(reference_model.parameters(), lr=1e-2, **path)
     assert optimizer._step_supports_amp_scaling
     assert not reference._step_supports_amp_scaling
-    scaler, reference_scaler = (torch.amp.GradScaler("cpu", init_scale=2.0**10) for _ in range(2))
+    scaler, reference_scaler = (torch.amp.GradScaler(device, init_scale=2.0**10) for _ in range(2))
     for seed in range(10):
-        backward(model, seed=seed, scaler=scaler)
-        backward(reference_model, seed=seed, scaler=reference_scaler)
+        backward(model, seed=seed, scaler=scaler, **autocast)
+        backward(reference_model, seed=seed, scaler=reference_scaler, **autocast)
         if seed in (2, 7):  # one overflow in the unrectified phase, one in the rectified phase
             model.out.weight.grad[0, 0] = reference_model.out.weight.grad[0, 0] = float("inf")
             before = snapshot(model.parameters(), optimizer)
+            reference_before = snapshot(reference_model.parameters(), reference)
         if unscale_first:
             scaler.unscale_(optimizer)
             reference_scaler.unscale_(reference)
@@ -141,8 +145,9 @@ def test_unscale_in_step_matches_scaler_unscaling_and_skips_inf(path, unscale_fi
         reference_scaler.step(reference)
         scaler.update()
         reference_scaler.update()
-        if seed in (2, 7):
+        if seed in (2, 7):  # both skipped the step: nothing moved
             assert_same(snapshot(model.parameters(), optimizer), before)
+            assert_same(snapshot(reference_model.parameters(), reference), reference_before)
     assert scaler.get_scale() == reference_scaler.get_scale() == 2.0**8  # backed off twice
     assert optimizer.state[model.hidden.weight]["step"].item() == 8
     for p, q in zip(model.parameters(), reference_model.parameters(), strict=True):
