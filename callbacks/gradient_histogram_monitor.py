@@ -23,6 +23,7 @@ from typing_extensions import override
 from lightning_radam._compat import optimizer_handles_unscaling
 
 from ._common import (
+    EARLY_STEPS,
     _callbacks,
     _check_every_n_steps,
     _check_prefix,
@@ -37,6 +38,8 @@ from ._common import (
 
 __all__ = ["GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
 
+#: Points per tag that TensorBoard's Histograms dashboard draws (its histograms plugin samples this many).
+HISTOGRAMS_DASHBOARD_POINTS = 51
 NUM_BUCKETS = 1024  # 8 exponent bits x 2 leading mantissa bits; bucket k = 4 * exponent + j
 _FIRST_NONFINITE = 4 * 255  # exponent 255: inf and NaN
 _WHEN = ("before_clip", "after_clip")
@@ -138,7 +141,7 @@ class _Pending:
 
 
 class GradientHistogramMonitor(_StepMonitor):
-    r"""Write histograms of :math:`\log_{10}|g|` of the gradients to TensorBoard, every optimizer step by default.
+    r"""Write histograms of :math:`\log_{10}|g|` of the gradients to TensorBoard: each early step, then periodically.
 
     This is the figure of Liu et al. (2020, Fig. 2): stacked per step (TensorBoard's histogram
     dashboard, "offset" mode), the distribution of gradient magnitudes distorts in the first
@@ -153,6 +156,10 @@ class GradientHistogramMonitor(_StepMonitor):
     (:func:`log2_bucket_counts`); only bucket counts reach the host. Nothing is computed and nothing
     synchronises on steps that are not logged, nor on ranks other than zero.
 
+    When: every optimizer step before ``early_steps`` (50), then every ``every_n_steps`` (by default the
+    Trainer's ``log_every_n_steps``, 50 unless set): the density goes where the distortion happens, at the cost
+    of Lightning's own logging afterwards.
+
     The step of every point is ``trainer.fit_loop.epoch_loop._batches_that_stepped``, the step
     ``self.log`` uses, so the histograms line up with the other training curves; with gradient
     accumulation there is one point per optimizer step.
@@ -162,6 +169,8 @@ class GradientHistogramMonitor(_StepMonitor):
 
     - ``{prefix}/{opt}log10_abs`` (histogram): log10|g| over all finite non-zero gradient elements
       of the optimizer's parameters; the bucket limits are log10 of the bucket edges.
+    - ``{prefix}/{opt}log10_abs/early`` (histogram): the same at each of the first ``min(early_steps, 51)``
+      steps, so that TensorBoard's Histograms dashboard, which draws 51 points per tag, shows every one of them.
     - ``{prefix}/{opt}zeros`` and ``{prefix}/{opt}nonfinite`` (scalars): numbers of gradient
       elements that are exactly zero, and that are inf or NaN.
     - ``{prefix}/layer/{name}/log10_abs`` (histogram): the same for each parameter whose name
@@ -171,25 +180,29 @@ class GradientHistogramMonitor(_StepMonitor):
     (without one the callback warns once and logs the scalars only).
 
     Args:
-        every_n_steps: log on optimizer steps whose index is a multiple of this, starting at
-            step 0 (default: 1, every step).
+        every_n_steps: after the early phase, log on optimizer steps whose index is a multiple of this;
+            ``None`` for the Trainer's ``log_every_n_steps`` (50 by default in Lightning); ``1`` with
+            ``early_steps=0`` logs every step (default: None).
+        early_steps: log every optimizer step from step 0 up to this step (excluded), where the distortion of
+            the paper's Figure 2 happens, and write the first 51 of them to the ``.../early`` tag too; 0 for none
+            (default: 50).
         layers: regular expression searched in parameter names (``re.search``); each matching
             parameter gets its own histogram (a pattern that matches no parameter warns at fit start).
             ``None`` for the global histogram only (default: None).
-        layer_every_n_steps: interval of the per-layer histograms, a multiple of
-            ``every_n_steps`` or ``None`` for the same interval (default: None).
+        layer_every_n_steps: write the per-layer histograms only on logged steps whose index is a multiple of this;
+            ``None`` for every logged step (default: None).
         when: ``"before_clip"`` (gradients as the optimizer receives them before clipping) or
             ``"after_clip"`` (after clipping, read after the optimizer step) (default: "before_clip").
         prefix: first component(s) of every tag, so that two instances (say, one per ``when``) can
             run together; two instances with the same prefix are rejected (default: "grad").
         subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
-            them, starting at offset ``(step // every_n_steps) % subsample`` (so ``subsample`` consecutive
+            them, starting at offset ``i % subsample`` on the ``i``-th logged step (so ``subsample`` consecutive
             logged steps cover every element once), with all counts (zeros and non-finite included) multiplied by
             ``subsample``: estimates, for when exact counting costs too much. ``1`` is exact; at most ``2**32``,
             so that the estimates cannot overflow int64 (default: 1).
 
     Raises:
-        ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, or not a multiple,
+        ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, ``early_steps`` < 0,
             ``subsample`` is > ``2**32``, ``layers`` is not a valid regular expression, ``when`` is unknown or
             ``prefix`` is empty or has a leading, trailing or doubled ``/``; at setup, if another
             GradientHistogramMonitor of the Trainer has the same ``prefix`` (both would write the same tags).
@@ -206,23 +219,19 @@ class GradientHistogramMonitor(_StepMonitor):
 
     def __init__(
         self,
-        every_n_steps: int = 1,
+        every_n_steps: int | None = None,
+        early_steps: int = EARLY_STEPS,
         layers: str | None = None,
         layer_every_n_steps: int | None = None,
         when: str = "before_clip",
         prefix: str = "grad",
         subsample: int = 1,
     ) -> None:
-        super().__init__(every_n_steps)
+        super().__init__(every_n_steps, early_steps)
         self.layers = _compile_pattern(layers, "layers")
-        if layer_every_n_steps is not None:
-            _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
-            if layer_every_n_steps % every_n_steps:
-                raise ValueError(
-                    f"Invalid layer_every_n_steps: {layer_every_n_steps} "
-                    f"(expected a multiple of every_n_steps={every_n_steps})"
-                )
-        self.layer_every_n_steps = layer_every_n_steps or every_n_steps
+        self.layer_every_n_steps = (
+            None if layer_every_n_steps is None else _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
+        )
         if when not in _WHEN:
             raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
         self.when = when
@@ -270,7 +279,11 @@ class GradientHistogramMonitor(_StepMonitor):
         if logging is None:
             return
         step, index = logging
-        with_layers = self._write_histograms and self.layers is not None and step % self.layer_every_n_steps == 0
+        with_layers = (
+            self._write_histograms
+            and self.layers is not None
+            and (self.layer_every_n_steps is None or step % self.layer_every_n_steps == 0)
+        )
         if self.when == "before_clip":
             self._pending[index] = self._collect(trainer, optimizer, index, step, with_layers)
         elif index not in self._hooks:
@@ -291,7 +304,7 @@ class GradientHistogramMonitor(_StepMonitor):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                offset = (step // self.every_n_steps) % self.subsample  # consecutive *logged* steps cover every element
+                offset = self._schedule_index(step) % self.subsample  # consecutive *logged* steps cover every element
                 grad = p.grad if self.subsample == 1 else p.grad.reshape(-1)[offset :: self.subsample]
                 counts.append(log2_bucket_counts(grad))
                 nonzero.append(_count_nonzero(grad, counts[-1]))
@@ -345,6 +358,8 @@ class GradientHistogramMonitor(_StepMonitor):
             if self._write_histograms:
                 for tag, row in zip(item.tags, counts, strict=True):
                     self._write(trainer, tag, row, step, item.log10_scale)
+                if step < min(self.early_steps, HISTOGRAMS_DASHBOARD_POINTS):  # every point drawn by the dashboard
+                    self._write(trainer, f"{item.prefix}log10_abs/early", counts[0], step, item.log10_scale)
 
     def _write(self, trainer: pl.Trainer, tag: str, counts: np.ndarray, step: int, log10_scale: float) -> None:
         finite = counts[:_FIRST_NONFINITE]

@@ -22,11 +22,16 @@ def both(**histogram_kwargs):
     return [RectificationMonitor(), GradientHistogramMonitor(**histogram_kwargs)]
 
 
-@pytest.mark.parametrize(("accumulate", "every_n_steps", "expected"), [(3, 1, [0, 1, 2, 3]), (2, 2, [0, 2])])
-def test_monitors_log_once_per_optimizer_step_under_accumulation(tmp_path, accumulate, every_n_steps, expected):
+@pytest.mark.parametrize(
+    ("accumulate", "every_n_steps", "early_steps", "expected"),
+    [(3, 1, 0, [0, 1, 2, 3]), (2, 2, 0, [0, 2]), (2, 3, 2, [0, 1, 3])],
+)
+def test_monitors_log_once_per_optimizer_step_under_accumulation(
+    tmp_path, accumulate, every_n_steps, early_steps, expected
+):
     callbacks = [
-        RectificationMonitor(every_n_steps=every_n_steps),
-        GradientHistogramMonitor(every_n_steps=every_n_steps),
+        RectificationMonitor(every_n_steps=every_n_steps, early_steps=early_steps),
+        GradientHistogramMonitor(every_n_steps=every_n_steps, early_steps=early_steps),
     ]
     trainer = make_trainer(tmp_path, callbacks, max_steps=4, accumulate_grad_batches=accumulate)
     trainer.fit(Model())
@@ -159,12 +164,10 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
         (RectificationMonitor, {"write_layout": 1}, TypeError, "Invalid write_layout"),
         (GradientHistogramMonitor, {"every_n_steps": -2}, ValueError, "Invalid every_n_steps: -2"),
         (GradientHistogramMonitor, {"every_n_steps": True}, TypeError, "Invalid every_n_steps"),
-        (
-            GradientHistogramMonitor,
-            {"every_n_steps": 2, "layer_every_n_steps": 3},
-            ValueError,
-            "Invalid layer_every_n_steps: 3",
-        ),
+        (GradientHistogramMonitor, {"layer_every_n_steps": 0}, ValueError, "Invalid layer_every_n_steps: 0"),
+        (GradientHistogramMonitor, {"early_steps": -1}, ValueError, "Invalid early_steps: -1"),
+        (RectificationMonitor, {"early_steps": 2.0}, TypeError, "Invalid early_steps: expected an int, got 2.0"),
+        (RectificationMonitor, {"every_n_steps": None, "early_steps": None}, TypeError, "Invalid early_steps"),
         (GradientHistogramMonitor, {"when": "after_step"}, ValueError, "Invalid when: 'after_step'"),
         (GradientHistogramMonitor, {"prefix": ""}, ValueError, "Invalid prefix: ''"),
         (GradientHistogramMonitor, {"prefix": "grad/"}, ValueError, "Invalid prefix: 'grad/'"),
