@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import lightning as L
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -172,3 +176,25 @@ def test_histogram_float64_beyond_float32_range_is_finite():
     assert counts[1019] == 2  # the largest finite bucket, [1.75, 2) x 2^127
     assert counts[0] == 1  # below float32's subnormals: with zero and the tiniest values
     assert counts[1020:].sum() == 2  # only the real inf and NaN
+
+
+@pytest.mark.parametrize(  # early_steps, log_every_n_steps, max_steps: steps of the pictures
+    ("early_steps", "log_every_n_steps", "max_steps", "pictures"),
+    [(4, 3, 11, [3, 9]), (4, 2, 4, [3]), (0, 2, 5, [4]), (6, 5, 3, [2])],
+)
+def test_histogram_monitor_draws_the_stacked_histogram(tmp_path, early_steps, log_every_n_steps, max_steps, pictures):
+    """At the end of the early phase and of the fit: the Images tab and a PNG file in the log directory, the same
+    picture, drawn from every logged step so far."""
+    monitor = GradientHistogramMonitor(early_steps=early_steps)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=max_steps, log_every_n_steps=log_every_n_steps)
+    trainer.fit(Model())
+    events = read_events(trainer.logger.log_dir)
+    images = events.Images("grad/log10_abs/stacked")
+    assert [image.step for image in images] == pictures
+    logged = [h.step for h in events.Histograms("grad/log10_abs")]
+    assert monitor.state_dict()["history"][0]["steps"] == logged
+    for image in images:
+        png = (Path(trainer.logger.log_dir) / f"grad_log10_abs_stacked_step{image.step}.png").read_bytes()
+        assert png == image.encoded_image_string
+        assert (image.width, image.height) == (640, 400)
+        assert matplotlib.image.imread(io.BytesIO(png)).shape == (400, 640, 3)

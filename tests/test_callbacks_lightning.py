@@ -89,6 +89,14 @@ def test_monitors_resume_without_duplicate_or_missing_steps(tmp_path):
     for tag in ("radam/group0/step", "radam/group0/rho_t", "radam/group0/r_t"):
         assert scalar_series(resumed, tag)[1].tolist() == scalar_series(expected, tag)[1].tolist(), tag
     assert [h.step for h in resumed.Histograms("grad/log10_abs")] == [0, 1, 2, 3, 4, 5]
+    # the picture at the end of the resumed fit starts at step 0: the histograms before the checkpoint were restored
+    before, after = (trainer.callbacks[1].state_dict()["history"][0] for trainer in (first, second))
+    assert (before["steps"], after["steps"]) == ([0, 1, 2], [0, 1, 2, 3, 4, 5])
+    rows = [torch.zeros(len(state["steps"]), 1024, dtype=torch.int64) for state in (before, after)]
+    for row, state in zip(rows, (before, after), strict=True):
+        row[:, state["offset"] : state["offset"] + state["counts"].shape[1]] = state["counts"]
+    assert torch.equal(rows[1][:3], rows[0])
+    assert [image.step for image in resumed.Images("grad/log10_abs/stacked")] == [2, 5]
 
 
 class TwoOptimizerModel(Model):
