@@ -15,7 +15,7 @@ What it does:
    with TensorBoard's default flags otherwise, and waits until its HTTP routes serve every run and
    the tag lists stop changing;
 3. reads which tags the runs logged (``/data/plugin/{histograms,scalars,images}/tags``) and plans one
-   screenshot per tab: Histograms (the early-phase tag ``grad/log10_abs_early`` in offset mode, or
+   screenshot per tab: Histograms (the early-phase tag ``grad/log10_abs/early`` in offset mode, or
    ``grad/log10_abs`` where a run has no early tag), Time Series, Distributions, Images, Custom
    Scalars, and Scalars filtered to the quantile and distortion scalars;
 4. opens each view in headless Chromium driven by selenium, its viewport 1440 x 900 CSS pixels (a
@@ -249,7 +249,7 @@ def dashboard(name: str, regex: str) -> str:
 def plan(tags: dict[str, dict[str, list[str]]]) -> list[Shot]:
     """The screenshots, from the tags the runs logged; a tag a view is meant to show that no run logged is reported."""
     histograms, scalars, images = tags["histograms"], tags["scalars"], tags["images"]
-    main_tag, early_tag = f"{PREFIX}/log10_abs", f"{PREFIX}/log10_abs_early"
+    main_tag, early_tag = f"{PREFIX}/log10_abs", f"{PREFIX}/log10_abs/early"
     early = early_tag if logged(histograms, re.escape(early_tag)) else main_tag
     no_early = () if early == early_tag else (early_tag,)
     quantiles = rf"{re.escape(main_tag)}/p\d\d|{re.escape(PREFIX)}/distortion"
