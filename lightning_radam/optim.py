@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 from lightning_radam._checks import check_betas, check_eps, check_lr, check_threshold, check_weight_decay
 from lightning_radam._checks import check_bool as _check_bool
 from lightning_radam._compat import AMP_SCALING_FLAG, FusedAdam, amp_scaling_inputs, fused_adam
+from lightning_radam._distributed import is_dtensor, local_tensor, sum_across_shards
 from lightning_radam.rectification import _r_t, _rho_t
 
 __all__ = ["RAdam", "RectificationStats", "radam"]
@@ -564,7 +565,8 @@ class RAdam(Optimizer):
         foreach: use the multi-tensor path; ``None`` picks it off the CPU where fused does not apply (default: None).
         fused: use the fused path; ``None`` picks it wherever it applies; if torch's fused Adam kernel is missing
             or changed, the foreach path runs instead, with a warning (default: None).
-        nonfinite_grad: on an inf/NaN gradient, ``"ignore"`` (as torch), ``"raise"`` or ``"skip"`` (default: "ignore").
+        nonfinite_grad: on an inf/NaN gradient, ``"ignore"`` (as torch), ``"raise"`` or ``"skip"``; for DTensor
+            gradients (FSDP2) every rank takes the same decision, from the flags of all shards (default: "ignore").
         unscale_in_step: let ``torch.amp.GradScaler`` leave unscaling and inf/NaN skips to ``step`` (default: False).
 
     Raises:
@@ -724,7 +726,11 @@ class RAdam(Optimizer):
 
     @torch.compiler.disable  # host-side decisions: a graph break under torch.compile
     def _nonfinite_grads_skip_step(self) -> bool:
-        """Apply each group's ``nonfinite_grad``: raise, or return True when the step must be skipped."""
+        """Apply each group's ``nonfinite_grad``: raise, or return True when the step must be skipped.
+
+        A DTensor gradient (FSDP2) is checked on each rank's shard, and the flags are summed across the shards, so
+        that every rank decides alike: a rank that skipped alone would leave its shard of the parameters behind.
+        """
         checked = []  # (group index, parameter index, gradient)
         for group_index, group in enumerate(self.param_groups):
             if group["nonfinite_grad"] != "ignore":
@@ -735,17 +741,28 @@ class RAdam(Optimizer):
                 ]
         if not checked:
             return False
+        shards = [local_tensor(grad) for _, _, grad in checked]  # a DTensor's shard on this rank, or the gradient
+        sharded = any(is_dtensor(grad) for _, _, grad in checked)
         by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for k, (_, _, grad) in enumerate(checked):
-            by_kind.setdefault((grad.device, grad.dtype), []).append(k)
+        for k, shard in enumerate(shards):
+            if shard.numel():  # a rank's shard may be empty
+                by_kind.setdefault((shard.device, shard.dtype), []).append(k)
         bad = []
+        flags = [shard.new_zeros(1, dtype=torch.int64) for shard in shards] if sharded else []
         for indices in by_kind.values():
             # max |g| is inf or NaN exactly where the gradient holds one (unlike the 2-norm, it cannot overflow)
-            max_abs = torch.stack(torch._foreach_norm([checked[k][2] for k in indices], math.inf))
-            finite = torch.isfinite(
-                max_abs
-            ).tolist()  # one host read per (device, dtype): a synchronisation off the CPU
-            bad += [k for k, ok in zip(indices, finite, strict=True) if not ok]
+            finite = torch.isfinite(torch.stack(torch._foreach_norm([shards[k] for k in indices], math.inf)))
+            if sharded:
+                nonfinite = (~finite).long()
+                for j, k in enumerate(indices):
+                    flags[k] = nonfinite[j : j + 1]
+            else:
+                # one host read per (device, dtype): a synchronisation off the CPU
+                bad += [k for k, ok in zip(indices, finite.tolist(), strict=True) if not ok]
+        if sharded:  # one sum across the shards per sharding and one host read
+            _, summed = sum_across_shards(flags, [grad for _, _, grad in checked])
+            counts = torch.cat([count.to(summed[0].device) for count in summed]).tolist()
+            bad = [k for k, count in enumerate(counts) if count]
         raising = sorted(k for k in bad if self.param_groups[checked[k][0]]["nonfinite_grad"] == "raise")
         if raising:
             group_index, index, _ = checked[raising[0]]
