@@ -17,6 +17,8 @@ from typing_extensions import override
 
 from lightning_radam._compat import batches_that_stepped, log_every_n_steps
 
+from ._distributed import takes_part
+
 #: Optimizer steps logged one by one from step 0 before the regular interval starts (both monitors' default): the
 #: distortion of Liu et al. (2020, Fig. 2) and the unrectified steps happen there.
 EARLY_STEPS = 50
@@ -193,7 +195,7 @@ class _StepMonitor(Callback):
 
     def _logging_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> tuple[int, int] | None:
         """``(step, optimizer index)`` if this optimizer step is logged here, else ``None``; host-side only."""
-        if not trainer.is_global_zero:
+        if not takes_part(trainer, optimizer):  # rank zero; every rank where parameters are DTensors (FSDP2)
             return None
         step = _logged_step(trainer)
         index = _optimizer_index(trainer, optimizer)

@@ -22,6 +22,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_radam._compat import optimizer_handles_unscaling, summary_file_writer
+from lightning_radam._distributed import is_dtensor, local_tensor
 
 from ._common import (
     EARLY_STEPS,
@@ -36,6 +37,7 @@ from ._common import (
     _StepMonitor,
     _tensorboard_loggers,
 )
+from ._distributed import sum_histograms_across_shards
 from .stacked_histogram import encode_png, image_summary, render_stacked_histogram
 
 __all__ = ["GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
@@ -208,7 +210,9 @@ class GradientHistogramMonitor(_StepMonitor):
     optimizers that unscale inside their own step, the GradScaler's scale is divided out of the
     histogram (read on logging steps only). Binning is exact and runs on the gradients' device
     (:func:`log2_bucket_counts`); only bucket counts reach the host. Nothing is computed and nothing
-    synchronises on steps that are not logged, nor on ranks other than zero.
+    synchronises on steps that are not logged, nor on ranks other than zero, except under sharded training
+    (FSDP2: DTensor gradients), where every rank bins its own shard of each gradient on the logging steps and the
+    counts are summed across the ranks that hold the shards (not across replicas); rank zero writes.
 
     When: every optimizer step before ``early_steps`` (50), then every ``every_n_steps`` (by default the
     Trainer's ``log_every_n_steps``, 50 unless set): the density goes where the distortion happens, at the cost
@@ -249,11 +253,11 @@ class GradientHistogramMonitor(_StepMonitor):
             ``"after_clip"`` (after clipping, read after the optimizer step) (default: "before_clip").
         prefix: first component(s) of every tag, so that two instances (say, one per ``when``) can
             run together; two instances with the same prefix are rejected (default: "grad").
-        subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
-            them, starting at offset ``i % subsample`` on the ``i``-th logged step (so ``subsample`` consecutive
-            logged steps cover every element once), with all counts (zeros and non-finite included) multiplied by
-            ``subsample``: estimates, for when exact counting costs too much. ``1`` is exact; at most ``2**32``,
-            so that the estimates cannot overflow int64 (default: 1).
+        subsample: bin every ``subsample``-th element of each flattened gradient (of each rank's shard under
+            FSDP2) instead of all of them, starting at offset ``i % subsample`` on the ``i``-th logged step (so
+            ``subsample`` consecutive logged steps cover every element once), with all counts (zeros and
+            non-finite included) multiplied by ``subsample``: estimates, for when exact counting costs too much.
+            ``1`` is exact; at most ``2**32``, so that the estimates cannot overflow int64 (default: 1).
 
     Raises:
         ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, ``early_steps`` < 0,
@@ -366,27 +370,35 @@ class GradientHistogramMonitor(_StepMonitor):
     ) -> _Pending:
         pending = _Pending(prefix=f"{self.prefix}/{_optimizer_prefix(trainer, index)}")
         counts, nonzero, numel = [], [], 0
+        likes, layers = [], []  # the gradients, and the indices of those with their own histogram
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 offset = self._schedule_index(step) % self.subsample  # consecutive *logged* steps cover every element
-                grad = p.grad if self.subsample == 1 else p.grad.reshape(-1)[offset :: self.subsample]
+                grad = local_tensor(p.grad)  # a DTensor's shard on this rank (FSDP2), else the whole gradient
+                grad = grad if self.subsample == 1 else grad.reshape(-1)[offset :: self.subsample]
                 counts.append(log2_bucket_counts(grad))
                 nonzero.append(_count_nonzero(grad, counts[-1]))
                 numel += grad.numel()
+                likes.append(p.grad)
                 name = self._names.get(id(p))
                 if with_layers and name is not None and self.layers is not None and self.layers.search(name):
                     pending.tags.append(f"{self.prefix}/layer/{name}/log10_abs")
                     pending.counts.append(counts[-1])
                     pending.nonzero.append(nonzero[-1])
                     pending.numel.append(grad.numel())
+                    layers.append(len(likes) - 1)
         if counts:
             pending.tags.insert(0, f"{pending.prefix}log10_abs")
             device = counts[0].device  # parameters may live on several devices (model parallelism)
             pending.counts.insert(0, torch.stack([c.to(device) for c in counts]).sum(0))
             pending.nonzero.insert(0, torch.stack([n.to(device) for n in nonzero]).sum())
             pending.numel.insert(0, numel)
+        if any(is_dtensor(like) for like in likes):  # FSDP2: the counts so far are those of this rank's shards
+            pending.counts, pending.nonzero, pending.numel = sum_histograms_across_shards(
+                counts, nonzero, likes, layers
+            )
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None and self.when == "before_clip" and optimizer_handles_unscaling(optimizer):
             pending.log10_scale = math.log10(float(scaler.get_scale()))  # gradients are still scaled here
@@ -405,7 +417,7 @@ class GradientHistogramMonitor(_StepMonitor):
         pending, self._pending = self._pending, {}
         for index, item in pending.items():
             self._last_logged[index] = step
-            if not item.tags:
+            if not item.tags or not trainer.is_global_zero:  # under FSDP2 every rank computes, rank zero writes
                 continue
             # the one device-to-host transfer: bucket counts and non-zero counts of every histogram
             device = item.counts[0].device

@@ -13,6 +13,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_radam._checks import check_threshold
+from lightning_radam._distributed import local_tensor
 from lightning_radam.optim import RAdam
 from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
 
@@ -27,6 +28,7 @@ from ._common import (
     _StepMonitor,
     _tensorboard_loggers,
 )
+from ._distributed import mean_and_std_across_shards, std_mean
 from .gradient_histogram_monitor import GradientHistogramMonitor
 from .layout import monitoring_layout
 
@@ -88,7 +90,9 @@ class RectificationMonitor(_StepMonitor):
     computed on the parameters' device after the step: the mean and standard deviation of
     :math:`\log_{10} l` across the parameter's elements, and the mean of :math:`\log_{10}(r_t l)`,
     the rate a rectified step applies (multiplying by :math:`r_t` shifts the log, so the spread is
-    the same before and after rectification).
+    the same before and after rectification). Under sharded training (FSDP2: DTensor parameters) every rank
+    computes them on its own shard on the logging steps, and the sums are added across the ranks that hold the
+    shards; rank zero writes.
 
     Logged names (``{opt}`` is empty with one optimizer and ``optimizer{i}/`` with several;
     ``{g}`` is the parameter group's index):
@@ -193,7 +197,7 @@ class RectificationMonitor(_StepMonitor):
         step = _logged_step(trainer)
         pending, self._pending = self._pending, {}
         metrics: dict[str, float] = {}
-        layer_stats: list[Tensor] = []
+        layer_stats: list[tuple[Tensor, int, Tensor]] = []  # per layer: (std, mean) of log10 l, its numel, v_t
         layer_rows: list[tuple[str, float]] = []
         for index, item in pending.items():
             self._last_logged[index] = step
@@ -226,15 +230,16 @@ class RectificationMonitor(_StepMonitor):
                         metrics[key + name + "_log10"] = math.log10(metrics[key + name])
                 if self.layers is not None:
                     self._layer_statistics(optimizer, group, threshold, layer_stats, layer_rows)
-        if layer_stats:
-            device = layer_stats[0].device  # one transfer per device: (std, mean) of log10 l per layer
-            values = torch.stack([stats.to(device) for stats in layer_stats]).cpu().tolist()
-            for (name, log10_r), (std, mean) in zip(layer_rows, values, strict=True):
+        if layer_stats:  # (mean, std) of log10 l per layer, from the sums over each rank's shard under FSDP2
+            std_means, numels, likes = zip(*layer_stats, strict=True)
+            values = mean_and_std_across_shards(list(std_means), list(numels), list(likes))
+            for (name, log10_r), (mean, std) in zip(layer_rows, values, strict=True):
                 metrics[f"radam/layer/{name}/adaptive_lr_log10_mean"] = mean
                 metrics[f"radam/layer/{name}/adaptive_lr_log10_std"] = std
                 if log10_r is not None:
                     metrics[f"radam/layer/{name}/rectified_lr_log10_mean"] = mean + log10_r
-        _log_scalars(trainer, metrics, step)
+        if trainer.is_global_zero:  # under FSDP2 every rank computes, rank zero writes
+            _log_scalars(trainer, metrics, step)
 
     @torch.no_grad()
     def _layer_statistics(
@@ -255,10 +260,9 @@ class RectificationMonitor(_StepMonitor):
             t = int(float(state["step"]))  # this parameter's own count (it may lag behind the group's)
             if t < 1:
                 continue
-            # sqrt(1 - beta2^t) / (sqrt(v_t) + eps), in float32 at least, on the parameter's device
-            log10_lr = (
-                state["exp_avg_sq"].float().sqrt().add_(eps).reciprocal_().mul_(math.sqrt(1.0 - beta2**t)).log10_()
-            )
-            out.append(torch.stack(torch.std_mean(log10_lr, correction=0)))
+            # sqrt(1 - beta2^t) / (sqrt(v_t) + eps), in float32 at least, on the device of (this rank's shard of) v_t
+            exp_avg_sq = local_tensor(state["exp_avg_sq"])
+            log10_lr = exp_avg_sq.float().sqrt().add_(eps).reciprocal_().mul_(math.sqrt(1.0 - beta2**t)).log10_()
+            out.append((std_mean(log10_lr), log10_lr.numel(), state["exp_avg_sq"]))
             rectified = rho_t(t, beta2) > threshold
             rows.append((name, math.log10(r_t(t, beta2)) if rectified else None))
