@@ -44,7 +44,11 @@ def has_dtensors(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def _sharding(like: Tensor) -> tuple[Any, tuple[int, ...]] | None:
-    """``(mesh, the mesh dimensions of size > 1 where like is sharded)``, or ``None`` if every rank holds it whole."""
+    """``(mesh, the mesh dimensions of size > 1 where like is sharded)``, or ``None`` if every rank holds it whole.
+
+    Sharded means any placement but ``Replicate``: ``Shard`` and ``_StridedShard`` (FSDP2 over tensor parallelism,
+    not a ``Shard`` subclass in torch 2.13) split the elements, ``Partial`` is refused.
+    """
     if not is_dtensor(like):
         return None
     if any(placement.is_partial() for placement in like.placements):
@@ -53,7 +57,7 @@ def _sharding(like: Tensor) -> tuple[Any, tuple[int, ...]] | None:
             "unreduced values (reduce it first; FSDP2 reduce-scatters gradients before the optimizer step)"
         )
     mesh = like.device_mesh
-    dims = tuple(d for d, placement in enumerate(like.placements) if placement.is_shard() and mesh.size(d) > 1)
+    dims = tuple(d for d, placement in enumerate(like.placements) if not placement.is_replicate() and mesh.size(d) > 1)
     return (mesh, dims) if dims else None
 
 

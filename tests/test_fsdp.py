@@ -1,15 +1,22 @@
-"""Sharded training (FSDP2 through Lightning's ModelParallelStrategy, 2 CPU ranks, gloo) logs and steps as DDP does.
+"""Sharded training (FSDP2, gloo on CPU ranks): the monitors and RAdam's nonfinite_grad give what DDP gives.
 
-The test runs this file as a script on 2 ranks (Lightning's launcher starts the second), inside a timeout, so a
-collective that one rank enters alone fails the test instead of blocking it. The script fits the same float64 model
-on the same global batches once per layout of ``LAYOUTS``, with both monitors (``layers=".*"``) and
-``RAdam(nonfinite_grad="skip")``; at step ``INF_STEP`` the last element of ``hidden.weight``'s gradient is set to inf
-on the ranks whose shard holds it (rank 1 alone under FSDP2), so the step must be skipped on every rank.
+The tests run this file as a script, inside a timeout, so that a collective that one rank enters alone fails the
+test instead of blocking it:
+
+- ``--out DIR``: 2 ranks (Lightning's launcher starts the second) fit the same float64 model on the same global
+  batches once per layout of ``LAYOUTS`` (DDP, the reference, then FSDP2 through Lightning's
+  ``ModelParallelStrategy``), with both monitors (``layers=".*"``) and ``RAdam(nonfinite_grad="skip")``; at step
+  ``INF_STEP`` the last element of ``net.0.weight``'s gradient is set to inf on the ranks whose shard holds it
+  (rank 1 alone under FSDP2), so the step must be skipped on every rank.
+- ``--tensor-parallel DIR``: 4 ranks (a 2 x 2 mesh) shard a tensor-parallel model with FSDP2, whose gradients are
+  placed ``(_StridedShard, Shard)``, ``(Shard, Shard)`` and ``(Shard, Replicate)``; the sums across shards the monitors
+  use are compared with the whole gradients (``full_tensor()``), and an inf in one rank's shard is skipped by all.
 """
 
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,22 +24,28 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from helpers import event_log, read_events, relative_error
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, log2_bucket_counts
+from lightning_radam.callbacks._distributed import mean_and_std_across_shards, std_mean, sum_histograms_across_shards
 
 RANKS = 2
 STEPS = 10
 INF_STEP = 7  # a rectified step (threshold 5 rectifies from t = 6, i.e. step index 5)
 GLOBAL_BATCH = 16
-TIMEOUT_S = 180  # the whole script, every layout (about 20 s); a hang is killed here
+TIMEOUT_S = 180  # one run of this script (20-50 s on 2 shared cores); a hang is killed here
+TP_RANKS = 4
 #: how each run shards the model: "ddp" (the reference: every rank holds every gradient, all-reduced), "fsdp"
 #: (fully_shard over the 2 ranks: every gradient Shard(0), rank 1's shard of a 1-row weight is empty) and "hsdp"
 #: (fully_shard over a 2-D mesh, replicated across the 2 ranks and sharded over 1: placements (Replicate(),
@@ -85,7 +98,7 @@ def data(rank: int) -> DataLoader:
     return DataLoader(TensorDataset(x[shard], y[shard]), batch_size=local, shuffle=False)
 
 
-def fit(out: Path, layout: str) -> None:
+def fit(out: Path, layout: str, rank: int) -> None:
     L.seed_everything(0, verbose=False)
     model = Net(layout)
     if layout == "ddp":
@@ -98,7 +111,7 @@ def fit(out: Path, layout: str) -> None:
         enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False,
         callbacks=[RectificationMonitor(layers=".*"), GradientHistogramMonitor(layers=".*")],
     )  # fmt: skip
-    trainer.fit(model, data(int(os.environ.get("LOCAL_RANK", 0))))
+    trainer.fit(model, data(rank))
     optimizer = trainer.optimizers[0]
     params = {  # the whole parameter on every rank (full_tensor is a collective: every rank calls it, in order)
         name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
@@ -109,29 +122,73 @@ def fit(out: Path, layout: str) -> None:
         name: [str(placement) for placement in p.placements] if isinstance(p, DTensor) else []
         for name, p in model.named_parameters()
     }
-    torch.save(
-        {"params": params, "steps": steps, "placements": placements}, out / layout / f"rank{trainer.global_rank}.pt"
+    torch.save({"params": params, "steps": steps, "placements": placements}, out / layout / f"rank{rank}.pt")
+
+
+def fit_layouts(rank: int, out: Path, port: int) -> None:
+    """One of RANKS ranks, started as torchrun would (Lightning then starts no process itself): every layout."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank))
+    for layout in LAYOUTS:
+        fit(out, layout, rank)
+
+
+def tensor_parallel(rank: int, out: Path, port: int) -> None:
+    """One of TP_RANKS ranks: FSDP2 over tensor parallelism, the monitors' sums against the whole gradients."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=TP_RANKS)
+    torch.manual_seed(0)
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+    parallelize_module(model, mesh["tp"], {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    fully_shard(model, mesh=mesh["dp"])
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(mesh.get_local_rank("dp")))  # a batch per dp rank
+    model(x).pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    shards = [grad.to_local() for grad in grads]
+    counts = [log2_bucket_counts(shard) for shard in shards]
+    histograms, _, numels = sum_histograms_across_shards(
+        counts, [torch.count_nonzero(shard) for shard in shards], grads, list(range(len(grads)))
     )
+    moments = mean_and_std_across_shards([std_mean(shard) for shard in shards], [s.numel() for s in shards], grads)
+    whole = [grad.full_tensor() for grad in grads]  # every rank, in order: a collective
+    optimizer = RAdam(model.parameters(), lr=1e-2, nonfinite_grad="skip")
+    if rank == TP_RANKS - 1:
+        shards[0].view(-1)[0] = float("inf")  # one rank's shard of the first weight's gradient
+    optimizer.step()
+    result = {
+        "placements": [str(grad.placements) for grad in grads],
+        "histograms": [h.tolist() for h in histograms],
+        "numels": numels,
+        "moments": moments,
+        "whole": whole,
+        "stepped": [p in optimizer.state for p in model.parameters()],
+    }
+    torch.save(result, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
 
 
-def run_script(out: Path) -> None:
-    """Fit every layout on 2 ranks; kill every rank if it takes longer than TIMEOUT_S."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_script(*args: object) -> None:
+    """Run this file as a script with ``args``; kill every rank if it takes longer than TIMEOUT_S."""
     process = subprocess.Popen(
-        [sys.executable, __file__, "--out", str(out)],
+        [sys.executable, __file__, *map(str, args)],
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # Lightning's launcher starts rank 1 in this session: killpg ends both
+        start_new_session=True,  # the other ranks start in this session: killpg ends them all
     )
     try:
         output, _ = process.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
-        pytest.fail(
-            f"the 2-rank fits did not finish in {TIMEOUT_S} s (a collective entered by one rank?):\n{output[-3000:]}"
-        )
+        pytest.fail(f"the ranks did not finish in {TIMEOUT_S} s (a collective entered by one rank?):\n{output[-3000:]}")
     assert process.returncode == 0, output[-3000:]
 
 
@@ -160,7 +217,7 @@ def total_variation(a: dict, b: dict) -> float:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded")
-    run_script(out)
+    run_script("--out", out)
     return out
 
 
@@ -211,9 +268,31 @@ def test_sharded_monitors_log_what_ddp_logs(runs, layout, placements):
             assert total_variation(counts, expected) <= 2, (tag, step)
 
 
+def test_fsdp_over_tensor_parallel_sums_each_element_once_and_skips_on_every_rank(tmp_path):
+    run_script("--tensor-parallel", tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(TP_RANKS)]
+    placements = ranks[0]["placements"]  # the layouts the test is about
+    assert "(_StridedShard(dim=0, sf=2), Shard(dim=0))" in placements
+    assert {"(Shard(dim=0), Shard(dim=1))", "(Shard(dim=0), Replicate())"} <= set(placements)
+    for result in ranks:
+        whole = result["whole"]
+        expected = [log2_bucket_counts(grad) for grad in whole]
+        assert result["histograms"] == [torch.stack(expected).sum(0).tolist()] + [e.tolist() for e in expected]
+        assert result["numels"] == [sum(grad.numel() for grad in whole)] + [grad.numel() for grad in whole]
+        for (mean, std), grad in zip(result["moments"], whole, strict=True):
+            assert mean == pytest.approx(grad.mean().item(), rel=1e-6, abs=1e-9)
+            assert std == pytest.approx(grad.std(correction=0).item(), rel=1e-5)
+        assert result["stepped"] == [False] * len(whole)  # the inf on one rank's shard: no rank stepped
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--tensor-parallel", type=Path)
     options = parser.parse_args()
-    for each in LAYOUTS:
-        fit(options.out, each)
+    if options.tensor_parallel is not None:
+        port = free_port()  # forked ranks start at once, with the modules this process imported
+        mp.start_processes(tensor_parallel, (options.tensor_parallel, port), nprocs=TP_RANKS, start_method="fork")
+    else:
+        port = free_port()
+        mp.start_processes(fit_layouts, (options.out, port), nprocs=RANKS, start_method="fork")
