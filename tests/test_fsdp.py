@@ -32,11 +32,12 @@ from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Partial, Replicate
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_radam import RAdam
+from lightning_radam._distributed import sum_across_shards
 from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, log2_bucket_counts
 from lightning_radam.callbacks._distributed import mean_and_std_across_shards, std_mean, sum_histograms_across_shards
 
@@ -151,6 +152,12 @@ def tensor_parallel(rank: int, out: Path, port: int) -> None:
     )
     moments = mean_and_std_across_shards([std_mean(shard) for shard in shards], [s.numel() for s in shards], grads)
     whole = [grad.full_tensor() for grad in grads]  # every rank, in order: a collective
+    unreduced = DTensor.from_local(torch.ones(2), mesh, [Partial(), Replicate()])
+    try:
+        sum_across_shards([torch.ones(1)], [unreduced])
+        partial_error = ""
+    except ValueError as error:
+        partial_error = str(error)
     optimizer = RAdam(model.parameters(), lr=1e-2, nonfinite_grad="skip")
     if rank == TP_RANKS - 1:
         shards[0].view(-1)[0] = float("inf")  # one rank's shard of the first weight's gradient
@@ -162,6 +169,7 @@ def tensor_parallel(rank: int, out: Path, port: int) -> None:
         "moments": moments,
         "whole": whole,
         "stepped": [p in optimizer.state for p in model.parameters()],
+        "partial_error": partial_error,
     }
     torch.save(result, out / f"rank{rank}.pt")
     dist.destroy_process_group()
@@ -283,6 +291,22 @@ def test_fsdp_over_tensor_parallel_sums_each_element_once_and_skips_on_every_ran
             assert mean == pytest.approx(grad.mean().item(), rel=1e-6, abs=1e-9)
             assert std == pytest.approx(grad.std(correction=0).item(), rel=1e-5)
         assert result["stepped"] == [False] * len(whole)  # the inf on one rank's shard: no rank stepped
+        assert (
+            "Cannot sum across the shards of a DTensor with placements (Partial(sum), Replicate())"
+            in (result["partial_error"])
+        )
+
+
+@pytest.mark.parametrize(
+    ("parts", "likes", "match"),
+    [
+        ([], [], "Invalid parts: 0 parts for 0 tensors"),
+        ([torch.ones(2)], [torch.ones(2), torch.ones(2)], "Invalid parts: 1 parts for 2 tensors"),
+    ],
+)
+def test_sum_across_shards_rejects_parts_that_do_not_match(parts, likes, match):
+    with pytest.raises(ValueError, match=match):
+        sum_across_shards(parts, likes)
 
 
 if __name__ == "__main__":
