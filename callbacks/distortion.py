@@ -218,8 +218,8 @@ class DistortionAlarm:
     update) is the reference. Each later one gets a score, its :func:`distortion` from the reference:
     the decades by which :math:`\log_{10}|g|` has moved towards zero. The alarm fires once, at the first
     step ``< early_steps`` whose score reaches ``threshold``; later steps get a score but never fire,
-    because a healthy run's gradients also shrink as it learns, slowly. How the defaults were chosen is
-    in ``docs/monitoring.md`` ("The distortion alarm: how its defaults were chosen").
+    because a healthy run's gradients also shrink as it learns, only more slowly. The monitoring docs say
+    how the defaults were chosen ("The distortion alarm: how its defaults were chosen").
 
     Args:
         lower: log10 of the buckets' lower edges, shape ``(K,)``; increasing, buckets not overlapping.

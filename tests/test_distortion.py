@@ -6,9 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import Model, known_gradients, make_trainer
 from scipy.stats import norm
+from test_examples import load_example
 
-from lightning_radam.callbacks import bucket_edges, log2_bucket_counts
+from lightning_radam.callbacks import GradientHistogramMonitor, bucket_edges, log2_bucket_counts
 from lightning_radam.callbacks.distortion import (
     DEFAULT_EARLY_STEPS,
     DEFAULT_THRESHOLD,
@@ -340,3 +342,22 @@ def test_alarm_defaults_and_repr():
     assert (alarm.threshold, alarm.early_steps) == (DEFAULT_THRESHOLD, DEFAULT_EARLY_STEPS) == (3.0, 30)
     assert repr(alarm) == "DistortionAlarm(threshold=3, early_steps=30)"
     assert (alarm.alarm_step, alarm.message, alarm.reference_step) == (None, None, None)
+
+
+# ------------------------------------------------------------------------------------ the measuring script
+def test_distortion_alarm_example_reads_the_monitors_counts_back_exactly(tmp_path):
+    """examples/distortion_alarm.py replays event files: each step's 1024 counts come back as the monitor counted."""
+    model = Model(gradients=known_gradients(finite_only=True))
+    trainer = make_trainer(tmp_path, [GradientHistogramMonitor()], max_steps=3)
+    trainer.fit(model)
+    everything = torch.cat([g.reshape(-1) for g in model.gradients.values()])
+    expected = log2_bucket_counts(everything).numpy()
+    expected[0] -= int((everything == 0).sum())  # the monitor counts exact zeros apart
+    example = load_example("distortion_alarm")
+    steps, counts, _ = example.read_run(tmp_path / "version_0")
+    assert steps.tolist() == [0, 1, 2]
+    for row in counts:
+        np.testing.assert_array_equal(row, expected)
+    run = example.Run("test", "sgd", 0, steps, counts, trained=True, outcome="")
+    alarm, early_max = example.replay(run, threshold=3.0, early_steps=30)
+    assert (alarm.alarm_step, alarm.reference_step, early_max) == (None, 0, 0.0)  # the gradients never change
