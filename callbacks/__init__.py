@@ -11,11 +11,15 @@ from .gradient_histogram_monitor import (
 )
 from .layout import monitoring_layout
 from .rectification_monitor import RectificationMonitor
+from .stacked_histogram import encode_png, image_summary, render_stacked_histogram
 
 __all__ = [
     "GradientHistogramMonitor",
     "RectificationMonitor",
     "bucket_edges",
+    "encode_png",
+    "image_summary",
     "log2_bucket_counts",
     "monitoring_layout",
+    "render_stacked_histogram",
 ]

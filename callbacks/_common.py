@@ -15,7 +15,11 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog  # type: ignore
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
-from lightning_radam._compat import batches_that_stepped
+from lightning_radam._compat import batches_that_stepped, log_every_n_steps
+
+#: Optimizer steps logged one by one from step 0 before the regular interval starts (both monitors' default): the
+#: distortion of Liu et al. (2020, Fig. 2) and the unrectified steps happen there.
+EARLY_STEPS = 50
 
 
 def _check_every_n_steps(every_n_steps: Any, name: str = "every_n_steps") -> int:
@@ -24,6 +28,14 @@ def _check_every_n_steps(every_n_steps: Any, name: str = "every_n_steps") -> int
     if not every_n_steps >= 1:
         raise ValueError(f"Invalid {name}: {every_n_steps} (expected an int >= 1)")
     return every_n_steps
+
+
+def _check_early_steps(early_steps: Any) -> int:
+    if isinstance(early_steps, bool) or not isinstance(early_steps, int):
+        raise TypeError(f"Invalid early_steps: expected an int, got {early_steps!r}")
+    if early_steps < 0:
+        raise ValueError(f"Invalid early_steps: {early_steps} (expected an int >= 0)")
+    return early_steps
 
 
 def _compile_pattern(pattern: Any, name: str) -> re.Pattern | None:
@@ -113,13 +125,17 @@ def _purge_from(writer: Any, step: int) -> None:
 
 
 class _StepMonitor(Callback):
-    """What both monitors share: the logging interval, the last logged step per optimizer, the logger check.
+    """What both monitors share: the logging schedule, the last logged step per optimizer, the logger check.
 
-    ``_last_logged`` is the callback's checkpointed state: a resumed run logs neither a step twice nor skips one.
+    The schedule (:meth:`_scheduled`): every optimizer step before ``early_steps``, then every ``every_n_steps``
+    (``None``: the Trainer's ``log_every_n_steps``). ``_last_logged`` is the callback's checkpointed state: a resumed
+    run logs neither a step twice nor skips one.
     """
 
-    def __init__(self, every_n_steps: int) -> None:
-        self.every_n_steps = _check_every_n_steps(every_n_steps)
+    def __init__(self, every_n_steps: int | None, early_steps: int) -> None:
+        self.every_n_steps = None if every_n_steps is None else _check_every_n_steps(every_n_steps)
+        self.early_steps = _check_early_steps(early_steps)
+        self._interval = self.every_n_steps or 1  # resolved at fit start when every_n_steps is None
         self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step
         self._names: dict[int, str] = {}
         self._purge_pending = False
@@ -142,6 +158,7 @@ class _StepMonitor(Callback):
         if not trainer.loggers:
             raise MisconfigurationException(f"Cannot use {type(self).__name__} with a Trainer that has no logger.")
         self._names = _parameter_names(pl_module)
+        self._interval = self.every_n_steps or log_every_n_steps(trainer)  # 0: nothing after the early phase
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -163,12 +180,23 @@ class _StepMonitor(Callback):
                 for logger in _tensorboard_loggers(trainer):
                     _purge_from(logger.experiment, step)
 
+    def _scheduled(self, step: int) -> bool:
+        """Whether optimizer step ``step`` is on the logging schedule (the same answer on every rank)."""
+        return step < self.early_steps or (self._interval > 0 and step % self._interval == 0)
+
+    def _schedule_index(self, step: int) -> int:
+        """How many steps of the schedule come before ``step``: consecutive logged steps get consecutive indices."""
+        if step <= self.early_steps or self._interval == 0:
+            return min(step, self.early_steps)
+        multiples_below = lambda n: -(-n // self._interval)  # multiples of the interval in [0, n)
+        return self.early_steps + multiples_below(step) - multiples_below(self.early_steps)
+
     def _logging_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> tuple[int, int] | None:
         """``(step, optimizer index)`` if this optimizer step is logged here, else ``None``; host-side only."""
         if not trainer.is_global_zero:
             return None
         step = _logged_step(trainer)
         index = _optimizer_index(trainer, optimizer)
-        if step % self.every_n_steps or step <= self._last_logged.get(index, -1):
+        if not self._scheduled(step) or step <= self._last_logged.get(index, -1):
             return None
         return step, index

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,9 +21,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_radam._compat import optimizer_handles_unscaling
+from lightning_radam._compat import optimizer_handles_unscaling, summary_file_writer
 
 from ._common import (
+    EARLY_STEPS,
     _callbacks,
     _check_every_n_steps,
     _check_prefix,
@@ -34,12 +36,17 @@ from ._common import (
     _StepMonitor,
     _tensorboard_loggers,
 )
+from .stacked_histogram import encode_png, image_summary, render_stacked_histogram
 
 __all__ = ["GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
 
+#: Points per tag that TensorBoard's Histograms dashboard draws (its histograms plugin samples this many).
+HISTOGRAMS_DASHBOARD_POINTS = 51
 NUM_BUCKETS = 1024  # 8 exponent bits x 2 leading mantissa bits; bucket k = 4 * exponent + j
 _FIRST_NONFINITE = 4 * 255  # exponent 255: inf and NaN
 _WHEN = ("before_clip", "after_clip")
+#: Steps kept on the host for the stacked picture (8 KiB each) before later ones are thinned out.
+MAX_PICTURE_STEPS = 1024
 # The largest subsample. The counts are estimated as count * subsample in int64 (NumPy wraps around silently), where
 # count <= numel / subsample + (number of tensors), and torch sizes the slice [offset::subsample] as
 # (numel - offset + subsample - 1) // subsample in int64: both stay below 2^63 for any model that fits in memory
@@ -116,6 +123,21 @@ def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
 _LOG10_LOWER, _LOG10_UPPER = (np.log10(edges) for edges in bucket_edges())
 
 
+def _unscaled(counts: np.ndarray, log10_scale: float) -> np.ndarray:
+    """Counts of scaled gradients moved down by the scale, to the nearest whole bucket (exact for powers of two,
+    as GradScaler's scales are: a factor 2 is 4 buckets)."""
+    shift = round(4 * log10_scale / math.log10(2.0))
+    if shift == 0:
+        return counts
+    moved = np.zeros_like(counts)
+    if shift > 0:
+        moved[: len(counts) - shift] = counts[shift:]
+        moved[0] += counts[:shift].sum()  # below the smallest bucket: kept in it
+    else:
+        moved[-shift:] = counts[: len(counts) + shift]
+    return moved
+
+
 def _count_nonzero(tensor: Tensor, counts: Tensor) -> Tensor:
     # Exact zeros all fall in bucket 0 (with the subnormals below 0.25 * 2^-126 = 2^-128). On the CPU that count is
     # read for free, and when it is 0 the full pass of count_nonzero is skipped; elsewhere reading it would
@@ -137,8 +159,43 @@ class _Pending:
     log10_scale: float = 0.0
 
 
+class _History:
+    """The global histograms of the logged steps, kept on the host for the stacked picture.
+
+    Bounded: beyond ``MAX_PICTURE_STEPS`` steps every other step after the early phase is dropped, so a long
+    run keeps an evenly thinned record. Saved in the callback's checkpointed state as int64 tensors (cropped to the
+    occupied buckets), so that the picture drawn at the end of a resumed fit starts at step 0.
+    """
+
+    def __init__(self, steps: list[int] | None = None, rows: list[np.ndarray] | None = None) -> None:
+        self.steps: list[int] = steps or []
+        self.rows: list[np.ndarray] = rows or []
+
+    def add(self, step: int, row: np.ndarray, early_steps: int) -> None:
+        self.steps.append(step)
+        self.rows.append(row)
+        if len(self.steps) > MAX_PICTURE_STEPS:
+            late = [i for i, s in enumerate(self.steps) if s >= early_steps]
+            drop = set(late[1:-1:2])  # every other later step, the first and the last kept
+            self.steps = [s for i, s in enumerate(self.steps) if i not in drop]
+            self.rows = [r for i, r in enumerate(self.rows) if i not in drop]
+
+    def state_dict(self) -> dict[str, Any]:
+        counts = np.stack(self.rows) if self.rows else np.zeros((0, _FIRST_NONFINITE), dtype=np.int64)
+        occupied = np.flatnonzero(counts.sum(0))
+        lo, hi = (int(occupied[0]), int(occupied[-1]) + 1) if occupied.size else (0, 0)
+        return {"steps": list(self.steps), "offset": lo, "counts": torch.from_numpy(counts[:, lo:hi].copy())}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _History:
+        cropped = np.asarray(state["counts"], dtype=np.int64)
+        rows = np.zeros((len(state["steps"]), _FIRST_NONFINITE), dtype=np.int64)
+        rows[:, state["offset"] : state["offset"] + cropped.shape[1]] = cropped
+        return cls([int(s) for s in state["steps"]], list(rows))
+
+
 class GradientHistogramMonitor(_StepMonitor):
-    r"""Write histograms of :math:`\log_{10}|g|` of the gradients to TensorBoard, every optimizer step by default.
+    r"""Write histograms of :math:`\log_{10}|g|` of the gradients to TensorBoard: each early step, then periodically.
 
     This is the figure of Liu et al. (2020, Fig. 2): stacked per step (TensorBoard's histogram
     dashboard, "offset" mode), the distribution of gradient magnitudes distorts in the first
@@ -153,6 +210,10 @@ class GradientHistogramMonitor(_StepMonitor):
     (:func:`log2_bucket_counts`); only bucket counts reach the host. Nothing is computed and nothing
     synchronises on steps that are not logged, nor on ranks other than zero.
 
+    When: every optimizer step before ``early_steps`` (50), then every ``every_n_steps`` (by default the
+    Trainer's ``log_every_n_steps``, 50 unless set): the density goes where the distortion happens, at the cost
+    of Lightning's own logging afterwards.
+
     The step of every point is ``trainer.fit_loop.epoch_loop._batches_that_stepped``, the step
     ``self.log`` uses, so the histograms line up with the other training curves; with gradient
     accumulation there is one point per optimizer step.
@@ -162,6 +223,8 @@ class GradientHistogramMonitor(_StepMonitor):
 
     - ``{prefix}/{opt}log10_abs`` (histogram): log10|g| over all finite non-zero gradient elements
       of the optimizer's parameters; the bucket limits are log10 of the bucket edges.
+    - ``{prefix}/{opt}log10_abs/early`` (histogram): the same at each of the first ``min(early_steps, 51)``
+      steps, so that TensorBoard's Histograms dashboard, which draws 51 points per tag, shows every one of them.
     - ``{prefix}/{opt}zeros`` and ``{prefix}/{opt}nonfinite`` (scalars): numbers of gradient
       elements that are exactly zero, and that are inf or NaN.
     - ``{prefix}/layer/{name}/log10_abs`` (histogram): the same for each parameter whose name
@@ -171,25 +234,29 @@ class GradientHistogramMonitor(_StepMonitor):
     (without one the callback warns once and logs the scalars only).
 
     Args:
-        every_n_steps: log on optimizer steps whose index is a multiple of this, starting at
-            step 0 (default: 1, every step).
+        every_n_steps: after the early phase, log on optimizer steps whose index is a multiple of this;
+            ``None`` for the Trainer's ``log_every_n_steps`` (50 by default in Lightning); ``1`` with
+            ``early_steps=0`` logs every step (default: None).
+        early_steps: log every optimizer step from step 0 up to this step (excluded), where the distortion of
+            the paper's Figure 2 happens, and write the first 51 of them to the ``.../early`` tag too; 0 for none
+            (default: 50).
         layers: regular expression searched in parameter names (``re.search``); each matching
             parameter gets its own histogram (a pattern that matches no parameter warns at fit start).
             ``None`` for the global histogram only (default: None).
-        layer_every_n_steps: interval of the per-layer histograms, a multiple of
-            ``every_n_steps`` or ``None`` for the same interval (default: None).
+        layer_every_n_steps: write the per-layer histograms only on logged steps whose index is a multiple of this;
+            ``None`` for every logged step (default: None).
         when: ``"before_clip"`` (gradients as the optimizer receives them before clipping) or
             ``"after_clip"`` (after clipping, read after the optimizer step) (default: "before_clip").
         prefix: first component(s) of every tag, so that two instances (say, one per ``when``) can
             run together; two instances with the same prefix are rejected (default: "grad").
         subsample: bin every ``subsample``-th element of each flattened gradient instead of all of
-            them, starting at offset ``(step // every_n_steps) % subsample`` (so ``subsample`` consecutive
+            them, starting at offset ``i % subsample`` on the ``i``-th logged step (so ``subsample`` consecutive
             logged steps cover every element once), with all counts (zeros and non-finite included) multiplied by
             ``subsample``: estimates, for when exact counting costs too much. ``1`` is exact; at most ``2**32``,
             so that the estimates cannot overflow int64 (default: 1).
 
     Raises:
-        ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, or not a multiple,
+        ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, ``early_steps`` < 0,
             ``subsample`` is > ``2**32``, ``layers`` is not a valid regular expression, ``when`` is unknown or
             ``prefix`` is empty or has a leading, trailing or doubled ``/``; at setup, if another
             GradientHistogramMonitor of the Trainer has the same ``prefix`` (both would write the same tags).
@@ -206,23 +273,19 @@ class GradientHistogramMonitor(_StepMonitor):
 
     def __init__(
         self,
-        every_n_steps: int = 1,
+        every_n_steps: int | None = None,
+        early_steps: int = EARLY_STEPS,
         layers: str | None = None,
         layer_every_n_steps: int | None = None,
         when: str = "before_clip",
         prefix: str = "grad",
         subsample: int = 1,
     ) -> None:
-        super().__init__(every_n_steps)
+        super().__init__(every_n_steps, early_steps)
         self.layers = _compile_pattern(layers, "layers")
-        if layer_every_n_steps is not None:
-            _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
-            if layer_every_n_steps % every_n_steps:
-                raise ValueError(
-                    f"Invalid layer_every_n_steps: {layer_every_n_steps} "
-                    f"(expected a multiple of every_n_steps={every_n_steps})"
-                )
-        self.layer_every_n_steps = layer_every_n_steps or every_n_steps
+        self.layer_every_n_steps = (
+            None if layer_every_n_steps is None else _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
+        )
         if when not in _WHEN:
             raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
         self.when = when
@@ -233,6 +296,8 @@ class GradientHistogramMonitor(_StepMonitor):
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
         self._write_histograms = True
+        self._history: dict[int, _History] = {}  # optimizer index -> global histograms of the logged steps
+        self._drawn: dict[int, int] = {}  # optimizer index -> step of the last picture
 
     @property
     @override
@@ -243,8 +308,18 @@ class GradientHistogramMonitor(_StepMonitor):
         return f"{type(self).__name__}(prefix={self.prefix!r}, when={self.when!r})"
 
     @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "history": {i: h.state_dict() for i, h in self._history.items()}}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._history = {int(i): _History.from_state(h) for i, h in state_dict.get("history", {}).items()}
+
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        self._history, self._drawn = {}, {}
         for other in _callbacks(trainer):
             if other is not self and isinstance(other, GradientHistogramMonitor) and other.prefix == self.prefix:
                 raise ValueError(
@@ -270,7 +345,11 @@ class GradientHistogramMonitor(_StepMonitor):
         if logging is None:
             return
         step, index = logging
-        with_layers = self._write_histograms and self.layers is not None and step % self.layer_every_n_steps == 0
+        with_layers = (
+            self._write_histograms
+            and self.layers is not None
+            and (self.layer_every_n_steps is None or step % self.layer_every_n_steps == 0)
+        )
         if self.when == "before_clip":
             self._pending[index] = self._collect(trainer, optimizer, index, step, with_layers)
         elif index not in self._hooks:
@@ -291,7 +370,7 @@ class GradientHistogramMonitor(_StepMonitor):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                offset = (step // self.every_n_steps) % self.subsample  # consecutive *logged* steps cover every element
+                offset = self._schedule_index(step) % self.subsample  # consecutive *logged* steps cover every element
                 grad = p.grad if self.subsample == 1 else p.grad.reshape(-1)[offset :: self.subsample]
                 counts.append(log2_bucket_counts(grad))
                 nonzero.append(_count_nonzero(grad, counts[-1]))
@@ -345,6 +424,34 @@ class GradientHistogramMonitor(_StepMonitor):
             if self._write_histograms:
                 for tag, row in zip(item.tags, counts, strict=True):
                     self._write(trainer, tag, row, step, item.log10_scale)
+                if step < min(self.early_steps, HISTOGRAMS_DASHBOARD_POINTS):  # every point drawn by the dashboard
+                    self._write(trainer, f"{item.prefix}log10_abs/early", counts[0], step, item.log10_scale)
+                history = self._history.setdefault(index, _History())
+                history.add(step, _unscaled(counts[0, :_FIRST_NONFINITE], item.log10_scale), self.early_steps)
+                if step == self.early_steps - 1:
+                    self._draw(trainer, index)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for index, history in self._history.items():
+            if history.steps and history.steps[-1] != self._drawn.get(index):
+                self._draw(trainer, index)
+
+    def _draw(self, trainer: pl.Trainer, index: int) -> None:
+        """The stacked histogram of the logged steps so far, to the Images tab and a PNG in each log directory."""
+        history = self._history[index]
+        step = self._drawn[index] = history.steps[-1]
+        tag = f"{self.prefix}/{_optimizer_prefix(trainer, index)}log10_abs/stacked"
+        rgb = render_stacked_histogram(
+            history.steps, np.stack(history.rows), _LOG10_LOWER[:_FIRST_NONFINITE], _LOG10_UPPER[:_FIRST_NONFINITE],
+            title=f"{tag}, steps {history.steps[0]}-{step}",
+        )  # fmt: skip
+        png = encode_png(rgb)
+        for logger in _tensorboard_loggers(trainer):
+            summary_file_writer(logger.experiment).add_summary(image_summary(tag, png, *rgb.shape[:2]), step)
+            logger.experiment.flush()  # the picture shows while the run goes on
+            path = Path(logger.log_dir) / f"{tag.replace('/', '_')}_step{step}.png"
+            path.write_bytes(png)
 
     def _write(self, trainer: pl.Trainer, tag: str, counts: np.ndarray, step: int, log10_scale: float) -> None:
         finite = counts[:_FIRST_NONFINITE]

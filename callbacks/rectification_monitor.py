@@ -17,6 +17,7 @@ from lightning_radam.optim import RAdam
 from lightning_radam.rectification import r_t, rho_t, variance_adaptive_lr, variance_adaptive_lr_first_order
 
 from ._common import (
+    EARLY_STEPS,
     _callbacks,
     _compile_pattern,
     _layers_match,
@@ -66,8 +67,9 @@ class _Pending:
 class RectificationMonitor(_StepMonitor):
     r"""Log RAdam's ``rho_t``, ``r_t`` and the variance of the adaptive learning rate, per parameter group.
 
-    On each logging step, for every parameter group of every optimizer: the step count ``t`` read
-    from the optimizer's own state (a step that a GradScaler skips advances
+    Logged on every optimizer step before ``early_steps`` (50), then every ``every_n_steps`` (by default the
+    Trainer's ``log_every_n_steps``). On each logging step, for every parameter group of every optimizer:
+    the step count ``t`` read from the optimizer's own state (a step that a GradScaler skips advances
     ``trainer.global_step`` but not ``t``, and is logged as ``skipped``), the length of the
     approximated simple moving average ``rho_t``, the rectification term ``r_t``, whether the
     step was rectified, and the theoretical variance of the adaptive learning rate at ``rho_t``
@@ -113,8 +115,10 @@ class RectificationMonitor(_StepMonitor):
     Nothing synchronises on steps that are not logged.
 
     Args:
-        every_n_steps: log on optimizer steps whose index is a multiple of this, starting at
-            step 0 (default: 1).
+        every_n_steps: after the early phase, log on optimizer steps whose index is a multiple of this;
+            ``None`` for the Trainer's ``log_every_n_steps`` (default: None).
+        early_steps: log every optimizer step from step 0 up to this step (excluded), which covers the
+            unrectified steps and the steepest fall of the variance; 0 for none (default: 50).
         layers: regular expression searched in parameter names (``re.search``) selecting the
             parameters whose empirical adaptive learning rate is logged (a pattern that matches no parameter
             warns at fit start); ``None`` for none (default: None).
@@ -123,7 +127,7 @@ class RectificationMonitor(_StepMonitor):
         write_layout: write the custom-scalars layout to TensorBoard at fit start (default: True).
 
     Raises:
-        ValueError: if ``every_n_steps`` < 1, ``threshold`` < 4 or not finite, or ``layers`` is not
+        ValueError: if ``every_n_steps`` < 1, ``early_steps`` < 0, ``threshold`` < 4 or not finite, or ``layers`` is not
             a valid regular expression.
         TypeError: if an argument has the wrong type.
         MisconfigurationException: at fit start, if the Trainer has no logger.
@@ -137,9 +141,14 @@ class RectificationMonitor(_StepMonitor):
     """
 
     def __init__(
-        self, every_n_steps: int = 1, layers: str | None = None, threshold: float = 5.0, write_layout: bool = True
+        self,
+        every_n_steps: int | None = None,
+        early_steps: int = EARLY_STEPS,
+        layers: str | None = None,
+        threshold: float = 5.0,
+        write_layout: bool = True,
     ) -> None:
-        super().__init__(every_n_steps)
+        super().__init__(every_n_steps, early_steps)
         self.layers = _compile_pattern(layers, "layers")
         self.threshold = check_threshold(threshold)
         if not isinstance(write_layout, bool):

@@ -169,3 +169,21 @@ def check_positive(name: str, value: Any) -> float:
     if not 0.0 < number < math.inf:
         raise ValueError(f"Invalid {name}: {shown(value)} (expected 0 < {name} < inf)")
     return number
+
+
+#: The named warmups of ``RAdamMixin``'s ``warmup`` hyperparameter (Ma & Yarats' untuned warmups).
+WARMUPS = ("untuned_linear", "untuned_exponential")
+
+
+def check_warmup(warmup: Any) -> int | str:
+    """A warmup: a number of steps ``>= 0`` (``None`` and ``"none"`` mean 0, no warmup) or one of :data:`WARMUPS`."""
+    if warmup is None or (isinstance(warmup, str) and warmup == "none"):
+        return 0
+    expected = f"None, an int number of steps, {WARMUPS[0]!r} or {WARMUPS[1]!r}"
+    if isinstance(warmup, str):
+        if warmup not in WARMUPS:
+            raise ValueError(f"Invalid warmup: {shown_repr(warmup)} (expected {expected})")
+        return warmup
+    if isinstance(warmup, (bool, np.bool_)) or not isinstance(warmup, numbers.Integral):
+        raise TypeError(f"Invalid warmup: expected {expected}, got {shown_repr(warmup)}")
+    return check_int("warmup", warmup, minimum=0)

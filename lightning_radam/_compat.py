@@ -169,6 +169,16 @@ def batches_that_stepped(trainer: pl.Trainer) -> int:
     return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
 
 
+def summary_file_writer(writer: Any) -> Any:
+    """The ``FileWriter`` under a ``SummaryWriter`` (torch's or tensorboardX's), opened again if it was closed."""
+    return writer._get_file_writer()
+
+
+def log_every_n_steps(trainer: pl.Trainer) -> int:
+    """The Trainer's ``log_every_n_steps`` (0 turns Lightning's logging off), set by its logger connector."""
+    return int(getattr(trainer, "log_every_n_steps", 50))
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # torch.nn
 

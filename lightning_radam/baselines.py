@@ -41,6 +41,37 @@ from lightning_radam.optim import _check_adam_group, _lazy_state
 __all__ = ["Adam2k", "linear_warmup", "untuned_linear_warmup", "untuned_exponential_warmup"]
 
 
+def _linear_factor(index: int, warmup_steps: float) -> float:
+    r"""Linear warmup, :math:`w_t = \min(1, t / \text{warmup\_steps})` at the ``LambdaLR`` index ``index = t - 1``.
+
+    The one copy of the formula, for :func:`linear_warmup`, :func:`untuned_linear_warmup` and the mixin.
+    """
+    return min(1.0, (index + 1) / warmup_steps)
+
+
+def _exponential_factor(index: int, rate: float) -> float:
+    r"""Exponential warmup, :math:`w_t = 1 - \exp(-\text{rate}\; t)` at the ``LambdaLR`` index ``index = t - 1``.
+
+    The one copy of the formula, for :func:`untuned_exponential_warmup` (rate :math:`1 - \beta_2`) and the mixin.
+    """
+    return -math.expm1(-rate * (index + 1))
+
+
+def _untuned_warmup_steps(beta2: float) -> float:
+    r"""Length of Ma & Yarats' untuned linear warmup, :math:`2 / (1 - \beta_2)` steps, for a checked ``beta2``.
+
+    Within 1e-9 (relative) of an integer, the integer: ``1 - beta2`` is inexact in binary (``1 - 0.9`` is
+    ``0.09999999999999998``), and the warmup should reach 1 at step 20, not 21.
+
+    Example:
+        >>> _untuned_warmup_steps(0.9), _untuned_warmup_steps(0.999), _untuned_warmup_steps(0.997)
+        (20, 2000, 666.6666666666661)
+    """
+    warmup_steps = 2.0 / (1.0 - beta2)
+    nearest = round(warmup_steps)
+    return nearest if abs(warmup_steps - nearest) <= 1e-9 * warmup_steps else warmup_steps
+
+
 def linear_warmup(warmup_steps: float) -> Callable[[int], float]:
     r"""Linear warmup factor :math:`w_t = \min(1, t / \text{warmup\_steps})` for ``LambdaLR``.
 
@@ -62,7 +93,7 @@ def linear_warmup(warmup_steps: float) -> Callable[[int], float]:
     warmup_steps = check_positive("warmup_steps", warmup_steps)
 
     def factor(index: int) -> float:
-        return min(1.0, (index + 1) / warmup_steps)
+        return _linear_factor(index, warmup_steps)
 
     return factor
 
@@ -87,14 +118,7 @@ def untuned_linear_warmup(beta2: float) -> Callable[[int], float]:
         >>> [round(factor(i), 12) for i in (0, 49, 99, 500)]
         [0.01, 0.5, 1.0, 1.0]
     """
-    beta2 = check_beta2(beta2)
-    warmup_steps = 2.0 / (1.0 - beta2)
-    nearest = round(warmup_steps)
-    if abs(warmup_steps - nearest) <= 1e-9 * warmup_steps:
-        warmup_steps = (
-            nearest  # 1 - beta2 is inexact in binary (1 - 0.9 = 0.09999999999999998): reach 1 at step 20, not 21
-        )
-    return linear_warmup(warmup_steps)
+    return linear_warmup(_untuned_warmup_steps(check_beta2(beta2)))
 
 
 def untuned_exponential_warmup(beta2: float) -> Callable[[int], float]:
@@ -115,11 +139,10 @@ def untuned_exponential_warmup(beta2: float) -> Callable[[int], float]:
         >>> round(factor(0), 6), round(factor(49), 6)
         (0.019801, 0.632121)
     """
-    beta2 = check_beta2(beta2)
-    rate = 1.0 - beta2
+    rate = 1.0 - check_beta2(beta2)
 
     def factor(index: int) -> float:
-        return -math.expm1(-rate * (index + 1))
+        return _exponential_factor(index, rate)
 
     return factor
 

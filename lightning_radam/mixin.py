@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_radam._checks import check_fraction, shown_repr
+from lightning_radam._checks import check_betas, check_fraction, check_warmup, shown_repr
 from lightning_radam._compat import NORM_BASES
+from lightning_radam.baselines import _exponential_factor, _linear_factor, _untuned_warmup_steps
 from lightning_radam.optim import RAdam
 
 __all__ = ["RAdamMixin", "NORM_LAYERS"]
@@ -48,24 +51,56 @@ def _check_plain(value: Any, where: str, key: str, seen: frozenset[int] = frozen
             _check_plain(item, f"{where}[{index}]", key, seen | {id(value)})
 
 
-class _Schedule:
-    """LR factor of step ``t`` out of ``total``: 1 (``none``), cosine or linear decay to ``min_lr_ratio``.
+def _warmup(warmup: int | str, betas: Any) -> tuple[str, float, float]:
+    """``(shape, warmup_steps, rate)`` of :class:`_Schedule` for a checked ``warmup`` (``betas``: for untuned ones)."""
+    if not isinstance(warmup, str):
+        return ("linear", warmup, 0.0) if warmup else ("none", 0, 0.0)
+    beta2 = check_betas(betas)[1]
+    steps = _untuned_warmup_steps(beta2)
+    return ("exponential", steps, 1.0 - beta2) if warmup == "untuned_exponential" else ("linear", steps, 0.0)
 
-    A callable object rather than a closure, so that ``LambdaLR.state_dict`` can save and restore it.
+
+class _Schedule:
+    """LR factor of ``LambdaLR`` index ``step`` (optimizer step ``t = step + 1``): a warmup times a decay.
+
+    The warmup is 1 (``"none"``), linear over ``warmup_steps`` steps or exponential at ``rate`` (the factors of
+    :mod:`lightning_radam.baselines`). The decay is 1 (``"none"``), cosine or linear from 1 to ``min_lr_ratio`` over
+    the ``total - warmup_steps`` steps after the warmup (an exponential warmup has no end: ``warmup_steps`` is then
+    the untuned linear warmup's length, ``2 / (1 - beta2)``, where it reaches 1 - e^-2 = 0.86).
+
+    A callable object of plain attributes rather than a closure, so that ``LambdaLR.state_dict`` saves it (its
+    ``__dict__``) and ``torch.load(weights_only=True)`` loads it back.
     """
 
-    def __init__(self, kind: str, total: int, min_lr_ratio: float) -> None:
+    def __init__(
+        self,
+        kind: str,
+        total: float,
+        min_lr_ratio: float,
+        warmup: str = "none",
+        warmup_steps: float = 0,
+        rate: float = 0.0,
+    ) -> None:
         self.kind, self.total, self.min_lr_ratio = kind, max(int(total), 1), min_lr_ratio
+        self.warmup, self.warmup_steps, self.rate = warmup, warmup_steps, rate
+
+    def warmup_factor(self, step: int) -> float:
+        """The warmup's factor alone."""
+        if self.warmup == "linear":
+            return _linear_factor(step, self.warmup_steps)
+        if self.warmup == "exponential":
+            return _exponential_factor(step, self.rate)
+        return 1.0
 
     def __call__(self, step: int) -> float:
-        progress = min(step / self.total, 1.0)
+        progress = min(max(step - self.warmup_steps, 0) / max(self.total - self.warmup_steps, 1), 1.0)
         if self.kind == "cosine":
             decay = 0.5 * (1.0 + math.cos(math.pi * progress))
         elif self.kind == "linear":
             decay = 1.0 - progress
         else:
             decay = 1.0
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay
+        return self.warmup_factor(step) * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay)
 
 
 class RAdamMixin:
@@ -77,10 +112,22 @@ class RAdamMixin:
     ``lr`` (1e-3), ``betas`` ((0.9, 0.999)), ``eps`` (1e-8), ``weight_decay`` (0.0),
     ``decoupled_weight_decay`` (False), ``threshold`` (5.0), ``degenerated_to_sgd`` (False),
     ``foreach`` (None), ``fused`` (None), ``nonfinite_grad`` ("ignore"), ``unscale_in_step`` (False),
-    and for the learning-rate schedule ``lr_schedule``
-    (``None``/``"none"``, ``"cosine"`` or ``"linear"``: decay per optimizer step over
-    ``trainer.estimated_stepping_batches``; RAdam needs no warmup, but still benefits from annealing)
-    and ``min_lr_ratio`` (0.0, the final fraction of ``lr``).
+    and for the learning rate, per optimizer step (a ``LambdaLR`` with ``"interval": "step"``):
+
+    - ``warmup`` (None): ``None``, ``"none"`` or 0 for none; an int ``N``, linear from 0 to ``lr`` over ``N`` steps
+      (step ``t`` at ``lr * t / N``: the first step at ``lr / N``, step ``N`` at ``lr``); ``"untuned_linear"``, the
+      same over ``N = 2 / (1 - beta2)`` steps; or ``"untuned_exponential"``, step ``t`` at
+      ``lr * (1 - exp(-(1 - beta2) t))``.
+      The untuned warmups are Ma & Yarats' (arXiv:1910.04209), with beta2 from ``betas``; the factors are those of
+      :mod:`lightning_radam.baselines`. RAdam was designed to need no warmup, yet some runs still train better with
+      one: the histograms of :class:`~lightning_radam.callbacks.GradientHistogramMonitor` show an early distortion.
+      A warmup longer than the fit (``trainer.estimated_stepping_batches``) warns, naming both lengths.
+    - ``lr_schedule`` (``None``/``"none"``, ``"cosine"`` or ``"linear"``): after the warmup, decay from ``lr`` to
+      ``min_lr_ratio * lr`` over the remaining ``trainer.estimated_stepping_batches - N`` steps, as Hugging Face's
+      ``get_cosine_schedule_with_warmup`` does. The exponential warmup never quite ends: its decay starts after
+      ``N = 2 / (1 - beta2)`` steps too (as the untuned linear warmup's, for a like-for-like comparison), and its
+      factor multiplies the decay's throughout.
+    - ``min_lr_ratio`` (0.0): the final fraction of ``lr``.
 
     Biases and the parameters of normalisation layers (:data:`NORM_LAYERS`) go into a group without
     weight decay. Each piece can be overridden alone: :meth:`radam_param_groups`,
@@ -96,10 +143,11 @@ class RAdamMixin:
 
     Raises:
         TypeError: from :meth:`configure_optimizers`, if a hyperparameter is or holds a class or a callable,
-            if ``min_lr_ratio`` is not a real number, or from :class:`~lightning_radam.RAdam` for a hyperparameter
+            if ``min_lr_ratio`` is not a real number, if ``warmup`` is neither ``None``, an int nor one of the two
+            names (``1.5`` and ``True`` are not), or from :class:`~lightning_radam.RAdam` for a hyperparameter
             of the wrong type (``betas`` not a pair of numbers, say).
-        ValueError: if ``lr_schedule`` is unknown or ``min_lr_ratio`` is outside [0, 1], or from
-            :class:`~lightning_radam.RAdam` for a hyperparameter out of range.
+        ValueError: if ``lr_schedule`` is unknown, ``min_lr_ratio`` is outside [0, 1], ``warmup`` is negative or
+            another name (``"cosine"``), or from :class:`~lightning_radam.RAdam` for a hyperparameter out of range.
 
     Example:
         >>> import lightning as L
@@ -112,6 +160,17 @@ class RAdamMixin:
         >>> optimizer = Model().configure_optimizers()
         >>> [len(g["params"]) for g in optimizer.param_groups], [g["weight_decay"] for g in optimizer.param_groups]
         ([2, 4], [0.01, 0.0])
+        >>> model = Model()
+        >>> model.hparams["warmup"] = 4  # as Model(warmup=4) with a warmup argument
+        >>> config = model.configure_optimizers()
+        >>> optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+        >>> lrs = []
+        >>> for _ in range(5):  # the learning rate of optimizer steps 1 to 5
+        ...     lrs.append(round(optimizer.param_groups[0]["lr"], 8))
+        ...     optimizer.step()
+        ...     scheduler.step()
+        >>> lrs
+        [0.00075, 0.0015, 0.00225, 0.003, 0.003]
     """
 
     def radam_hparams(self) -> dict[str, Any]:
@@ -152,30 +211,61 @@ class RAdamMixin:
         return [group for group in groups if group["params"]]
 
     def radam_scheduler(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-        """The Lightning ``lr_scheduler`` config from ``hparams.lr_schedule``, or ``None`` for a constant rate.
+        """The Lightning ``lr_scheduler`` config from ``hparams.warmup`` and ``hparams.lr_schedule``.
+
+        ``None`` (a constant rate) when both are absent. Works for any optimizer: an untuned warmup reads beta2
+        from each parameter group's ``betas`` (one factor per group), or, for an optimizer without ``betas``,
+        from ``hparams.betas`` (RAdam's default when absent).
 
         Raises:
             ValueError: if ``lr_schedule`` is not one of ``None``, ``"none"``, ``"cosine"``, ``"linear"``,
-                or ``min_lr_ratio`` is outside [0, 1].
-            TypeError: if ``min_lr_ratio`` is not a real number (a str, a bool or ``None`` is not).
+                ``min_lr_ratio`` is outside [0, 1], ``warmup`` is negative or an unknown name, or a decay is asked
+                of a fit with no finite number of steps.
+            TypeError: if ``min_lr_ratio`` is not a real number (a str, a bool or ``None`` is not), or ``warmup`` is
+                neither ``None``, an int nor a name (a float or a bool is not).
+            RuntimeError: from Lightning, if a decay is asked of a module not attached to a ``Trainer``.
+
+        Warns:
+            UserWarning: if the warmup is longer than the fit (``trainer.estimated_stepping_batches``), naming both.
         """
         hparams = getattr(self, "hparams", {})
         kind = hparams.get("lr_schedule")
         min_lr_ratio = check_fraction("min_lr_ratio", hparams.get("min_lr_ratio", 0.0))
+        warmup = check_warmup(hparams.get("warmup"))
         if kind not in _SCHEDULES:
             raise ValueError(f"Invalid lr_schedule: {kind!r} (expected one of {_SCHEDULES})")
-        if kind in (None, "none"):
+        kind = kind or "none"
+        if kind == "none" and not warmup:
             return None
-        total = self.trainer.estimated_stepping_batches  # type: ignore[attr-defined]
-        if not math.isfinite(total):
+        total = self._radam_total_steps(needed=kind != "none")
+        if kind != "none" and not math.isfinite(total):
             raise ValueError(
                 f"Invalid lr_schedule: {kind!r} needs a finite number of steps (set max_steps or max_epochs)"
             )
-        return {
-            "scheduler": LambdaLR(optimizer, _Schedule(kind, total, min_lr_ratio)),
-            "interval": "step",
-            "frequency": 1,
-        }
+        default_betas = hparams.get("betas", inspect.signature(RAdam).parameters["betas"].default)
+        schedules: list[Callable[[int], float]] = []
+        too_long = {}  # one warning per length (the groups of one optimizer mostly share beta2)
+        for group in optimizer.param_groups:
+            shape = _warmup(warmup, group.get("betas", default_betas))
+            schedules.append(_Schedule(kind, total if math.isfinite(total) else 1, min_lr_ratio, *shape))
+            if math.isfinite(total) and shape[1] > total:
+                length = f"{warmup}" if isinstance(warmup, int) else f"2 / (1 - beta2) = {shape[1]:g}"
+                too_long[length] = schedules[-1](int(total) - 1)
+        for length, reached in too_long.items():
+            rank_zero_warn(
+                f"warmup={warmup!r} spans {length} optimizer steps, more than the {int(total)} of this fit "
+                f"(trainer.estimated_stepping_batches): the learning rate reaches only {reached:.3g} of lr"
+            )
+        return {"scheduler": LambdaLR(optimizer, schedules), "interval": "step", "frequency": 1}
+
+    def _radam_total_steps(self, needed: bool) -> float:
+        """``trainer.estimated_stepping_batches``; inf for a module outside a Trainer unless ``needed``."""
+        try:
+            return self.trainer.estimated_stepping_batches  # type: ignore[attr-defined]
+        except RuntimeError:  # not attached to a Trainer: a warmup alone does not need the total
+            if needed:
+                raise
+            return math.inf
 
     def configure_optimizers(self) -> Any:
         """:class:`~lightning_radam.RAdam` over :meth:`radam_param_groups`, with :meth:`radam_scheduler` if any."""

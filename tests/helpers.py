@@ -430,6 +430,7 @@ def make_trainer(
 def read_events(path: Any) -> event_accumulator.EventAccumulator:
     """Every event (no sampling) of a TensorBoard run directory or event file."""
     guidance = {event_accumulator.SCALARS: 0, event_accumulator.HISTOGRAMS: 0, event_accumulator.TENSORS: 0}
+    guidance[event_accumulator.IMAGES] = 0  # every image too (by default the accumulator keeps 4 per tag)
     accumulator = event_accumulator.EventAccumulator(str(path), size_guidance=guidance)
     accumulator.Reload()
     return accumulator

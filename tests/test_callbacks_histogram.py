@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import lightning as L
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -37,23 +41,42 @@ def test_histogram_monitor_counts_equal_numpy(tmp_path, dtype):
     assert scalar_series(events, "grad/nonfinite")[1].tolist() == [float((~np.isfinite(everything)).sum())] * 2
 
 
-def test_histogram_monitor_interval_and_totals(tmp_path):
-    monitor = GradientHistogramMonitor(every_n_steps=2, layers=r"^hidden\.", layer_every_n_steps=4)
-    trainer = make_trainer(tmp_path, [monitor], max_steps=9)
+SCHEDULES = [  # monitor arguments, Trainer's log_every_n_steps, max_steps: global steps, per-layer steps
+    ({"every_n_steps": 2, "early_steps": 0, "layer_every_n_steps": 4}, 1, 9, [0, 2, 4, 6, 8], [0, 4, 8]),
+    ({}, 4, 10, list(range(10)), None),  # the default early phase, 50 steps
+    ({"early_steps": 3}, 4, 14, [0, 1, 2, 4, 8, 12], None),  # then the Trainer's log_every_n_steps
+    ({"early_steps": 5, "every_n_steps": 3, "layer_every_n_steps": 2}, 50, 13, [0, 1, 2, 3, 4, 6, 9, 12], [0, 2, 4, 6, 12]),  # noqa: E501
+    ({"early_steps": 0}, 5, 11, [0, 5, 10], None),
+    ({"early_steps": 3}, 0, 8, [0, 1, 2], None),  # log_every_n_steps=0: the early phase only
+    ({"every_n_steps": 1, "early_steps": 0}, 50, 4, [0, 1, 2, 3], None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("arguments", "log_every_n_steps", "max_steps", "steps", "layer_steps"), SCHEDULES)
+def test_histogram_monitor_schedule_and_totals(tmp_path, arguments, log_every_n_steps, max_steps, steps, layer_steps):
+    monitor = GradientHistogramMonitor(layers=r"^hidden\.", **arguments)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=max_steps, log_every_n_steps=log_every_n_steps)
     model = Model()
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
     numel = sum(p.numel() for p in model.parameters())
     histograms = events.Histograms("grad/log10_abs")
-    assert [h.step for h in histograms] == [0, 2, 4, 6, 8]
-    steps, zeros = scalar_series(events, "grad/zeros")
-    assert steps == [0, 2, 4, 6, 8]
-    assert scalar_series(events, "grad/nonfinite")[1].tolist() == [0.0] * 5
+    assert [h.step for h in histograms] == steps
+    logged_steps, zeros = scalar_series(events, "grad/zeros")
+    assert logged_steps == steps
+    assert scalar_series(events, "grad/nonfinite")[1].tolist() == [0.0] * len(steps)
     # every element is counted once: in a bucket, or as an exact zero
-    assert [h.histogram_value.num + z for h, z in zip(histograms, zeros, strict=True)] == [numel] * 5
+    assert [h.histogram_value.num + z for h, z in zip(histograms, zeros, strict=True)] == [numel] * len(steps)
     for name in ("hidden.weight", "hidden.bias"):
-        assert [h.step for h in events.Histograms(f"grad/layer/{name}/log10_abs")] == [0, 4, 8]
+        assert [h.step for h in events.Histograms(f"grad/layer/{name}/log10_abs")] == (layer_steps or steps)
     assert not any(tag.startswith("grad/layer/out") for tag in events.Tags()["histograms"])
+    early = [h for h in histograms if h.step < min(monitor.early_steps, 51)]
+    if early:  # the early tag repeats the dense phase, point for point
+        assert [h.histogram_value for h in events.Histograms("grad/log10_abs/early")] == [
+            h.histogram_value for h in early
+        ]
+    else:
+        assert "grad/log10_abs/early" not in events.Tags()["histograms"]
 
 
 def test_histogram_monitor_before_and_after_clipping(tmp_path):
@@ -114,15 +137,19 @@ def test_histogram_device_counting_equals_bincount(dtype):
     assert on_device.sum() == values.numel()
 
 
-@pytest.mark.parametrize("every_n_steps", [1, 3])
-def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(tmp_path, every_n_steps):
+@pytest.mark.parametrize(  # logged steps: 0 1 2 | 0 3 6 | 0 1 3 | 0 2 4
+    ("every_n_steps", "early_steps", "max_steps"), [(1, 0, 3), (3, 0, 9), (3, 2, 4), (2, 1, 5)]
+)
+def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(
+    tmp_path, every_n_steps, early_steps, max_steps
+):
     """With subsample=k the offsets of k consecutive logged steps partition the elements: the mean of the k
     estimates is exact."""
     k = 3  # every_n_steps = 3 = k: the offset must rotate with the logged step, not the step
     gradients = known_gradients()
     model = Model(gradients=gradients)
-    monitor = GradientHistogramMonitor(layers="^w$", subsample=k, every_n_steps=every_n_steps)
-    trainer = make_trainer(tmp_path, [monitor], max_steps=k * every_n_steps)
+    monitor = GradientHistogramMonitor(layers="^w$", subsample=k, every_n_steps=every_n_steps, early_steps=early_steps)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=max_steps)
     trainer.fit(model)
     events = read_events(trainer.logger.log_dir)
     w = binned_values(model.gradients["w"])
@@ -149,3 +176,25 @@ def test_histogram_float64_beyond_float32_range_is_finite():
     assert counts[1019] == 2  # the largest finite bucket, [1.75, 2) x 2^127
     assert counts[0] == 1  # below float32's subnormals: with zero and the tiniest values
     assert counts[1020:].sum() == 2  # only the real inf and NaN
+
+
+@pytest.mark.parametrize(  # early_steps, log_every_n_steps, max_steps: steps of the pictures
+    ("early_steps", "log_every_n_steps", "max_steps", "pictures"),
+    [(4, 3, 11, [3, 9]), (4, 2, 4, [3]), (0, 2, 5, [4]), (6, 5, 3, [2])],
+)
+def test_histogram_monitor_draws_the_stacked_histogram(tmp_path, early_steps, log_every_n_steps, max_steps, pictures):
+    """At the end of the early phase and of the fit: the Images tab and a PNG file in the log directory, the same
+    picture, drawn from every logged step so far."""
+    monitor = GradientHistogramMonitor(early_steps=early_steps)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=max_steps, log_every_n_steps=log_every_n_steps)
+    trainer.fit(Model())
+    events = read_events(trainer.logger.log_dir)
+    images = events.Images("grad/log10_abs/stacked")
+    assert [image.step for image in images] == pictures
+    logged = [h.step for h in events.Histograms("grad/log10_abs")]
+    assert monitor.state_dict()["history"][0]["steps"] == logged
+    for image in images:
+        png = (Path(trainer.logger.log_dir) / f"grad_log10_abs_stacked_step{image.step}.png").read_bytes()
+        assert png == image.encoded_image_string
+        assert (image.width, image.height) == (640, 400)
+        assert matplotlib.image.imread(io.BytesIO(png)).shape == (400, 640, 3)

@@ -22,11 +22,16 @@ def both(**histogram_kwargs):
     return [RectificationMonitor(), GradientHistogramMonitor(**histogram_kwargs)]
 
 
-@pytest.mark.parametrize(("accumulate", "every_n_steps", "expected"), [(3, 1, [0, 1, 2, 3]), (2, 2, [0, 2])])
-def test_monitors_log_once_per_optimizer_step_under_accumulation(tmp_path, accumulate, every_n_steps, expected):
+@pytest.mark.parametrize(
+    ("accumulate", "every_n_steps", "early_steps", "expected"),
+    [(3, 1, 0, [0, 1, 2, 3]), (2, 2, 0, [0, 2]), (2, 3, 2, [0, 1, 3])],
+)
+def test_monitors_log_once_per_optimizer_step_under_accumulation(
+    tmp_path, accumulate, every_n_steps, early_steps, expected
+):
     callbacks = [
-        RectificationMonitor(every_n_steps=every_n_steps),
-        GradientHistogramMonitor(every_n_steps=every_n_steps),
+        RectificationMonitor(every_n_steps=every_n_steps, early_steps=early_steps),
+        GradientHistogramMonitor(every_n_steps=every_n_steps, early_steps=early_steps),
     ]
     trainer = make_trainer(tmp_path, callbacks, max_steps=4, accumulate_grad_batches=accumulate)
     trainer.fit(Model())
@@ -84,6 +89,14 @@ def test_monitors_resume_without_duplicate_or_missing_steps(tmp_path):
     for tag in ("radam/group0/step", "radam/group0/rho_t", "radam/group0/r_t"):
         assert scalar_series(resumed, tag)[1].tolist() == scalar_series(expected, tag)[1].tolist(), tag
     assert [h.step for h in resumed.Histograms("grad/log10_abs")] == [0, 1, 2, 3, 4, 5]
+    # the picture at the end of the resumed fit starts at step 0: the histograms before the checkpoint were restored
+    before, after = (trainer.callbacks[1].state_dict()["history"][0] for trainer in (first, second))
+    assert (before["steps"], after["steps"]) == ([0, 1, 2], [0, 1, 2, 3, 4, 5])
+    rows = [torch.zeros(len(state["steps"]), 1024, dtype=torch.int64) for state in (before, after)]
+    for row, state in zip(rows, (before, after), strict=True):
+        row[:, state["offset"] : state["offset"] + state["counts"].shape[1]] = state["counts"]
+    assert torch.equal(rows[1][:3], rows[0])
+    assert [image.step for image in resumed.Images("grad/log10_abs/stacked")] == [2, 5]
 
 
 class TwoOptimizerModel(Model):
@@ -159,12 +172,10 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
         (RectificationMonitor, {"write_layout": 1}, TypeError, "Invalid write_layout"),
         (GradientHistogramMonitor, {"every_n_steps": -2}, ValueError, "Invalid every_n_steps: -2"),
         (GradientHistogramMonitor, {"every_n_steps": True}, TypeError, "Invalid every_n_steps"),
-        (
-            GradientHistogramMonitor,
-            {"every_n_steps": 2, "layer_every_n_steps": 3},
-            ValueError,
-            "Invalid layer_every_n_steps: 3",
-        ),
+        (GradientHistogramMonitor, {"layer_every_n_steps": 0}, ValueError, "Invalid layer_every_n_steps: 0"),
+        (GradientHistogramMonitor, {"early_steps": -1}, ValueError, "Invalid early_steps: -1"),
+        (RectificationMonitor, {"early_steps": 2.0}, TypeError, "Invalid early_steps: expected an int, got 2.0"),
+        (RectificationMonitor, {"every_n_steps": None, "early_steps": None}, TypeError, "Invalid early_steps"),
         (GradientHistogramMonitor, {"when": "after_step"}, ValueError, "Invalid when: 'after_step'"),
         (GradientHistogramMonitor, {"prefix": ""}, ValueError, "Invalid prefix: ''"),
         (GradientHistogramMonitor, {"prefix": "grad/"}, ValueError, "Invalid prefix: 'grad/'"),

@@ -1,7 +1,9 @@
-"""LightningCLI: `--optimizer lightning_radam.RAdam` and both callbacks configured from a YAML file."""
+"""LightningCLI: `--optimizer lightning_radam.RAdam`, RAdamMixin's hparams and both callbacks from a YAML file."""
 
 import glob
+import math
 
+import pytest
 from helpers import Model, read_events
 from lightning.pytorch.cli import LightningCLI
 
@@ -81,3 +83,58 @@ def test_lightning_cli_optimizer_flag_overrides_on_the_command_line(tmp_path, mo
     assert type(cli.trainer.optimizers[0]) is RAdam
     assert group["lr"] == 0.002
     assert group["degenerated_to_sgd"] is True
+
+
+class MixinModel(Model):
+    """``Model(net="norms")`` with RAdamMixin's hparams as typed arguments, as a user's module declares them."""
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        lr_schedule: str | None = None,
+        warmup: int | str | None = None,
+    ) -> None:
+        super().__init__(net="norms", lr=lr, betas=betas, lr_schedule=lr_schedule, warmup=warmup)
+
+
+MIXIN_CONFIG = """
+trainer:
+  default_root_dir: {root}
+  accelerator: cpu
+  max_steps: 4
+  logger: false
+  enable_progress_bar: false
+  enable_checkpointing: false
+model:
+  lr: 0.01
+  betas: [0.9, 0.8]
+{model}
+"""
+
+
+@pytest.mark.filterwarnings("ignore:warmup=")  # the warmups outlast this fit of 4 steps
+@pytest.mark.parametrize(  # beta2 = 0.8: 2 / (1 - beta2) = 10 steps; after 4 steps the lr is that of step 5
+    ("model", "hparams", "lr"),
+    [
+        pytest.param("  warmup: untuned_linear", {"warmup": "untuned_linear"}, 0.01 * 5 / 10, id="untuned_linear"),
+        pytest.param(
+            "  warmup: untuned_exponential",
+            {"warmup": "untuned_exponential"},
+            0.01 * (1 - math.exp(-0.2 * 5)),
+            id="untuned_exponential",
+        ),
+        pytest.param(
+            "  warmup: 8\n  lr_schedule: cosine", {"warmup": 8, "lr_schedule": "cosine"}, 0.01 * 5 / 8, id="8-cosine"
+        ),
+        pytest.param("  warmup: null", {"warmup": None}, 0.01, id="null"),
+    ],
+)
+def test_lightning_cli_sets_the_mixins_warmup_from_yaml(tmp_path, monkeypatch, model, hparams, lr):
+    monkeypatch.setattr("sys.argv", ["cli"])
+    config = tmp_path / "config.yaml"
+    config.write_text(MIXIN_CONFIG.format(root=tmp_path, model=model))
+    cli = LightningCLI(MixinModel, args=["fit", "--config", str(config)], save_config_kwargs={"overwrite": True})
+    assert {key: cli.model.hparams[key] for key in hparams} == hparams
+    for group in cli.trainer.optimizers[0].param_groups:
+        assert group["lr"] == pytest.approx(lr, rel=1e-12)

@@ -1,9 +1,14 @@
 """RAdamMixin inside a real Lightning Trainer."""
 
+import math
+import re
+import warnings
+
 import lightning as L
 import pytest
 import torch
-from helpers import Model, loader, make_trainer
+from helpers import BETA2S, Model, loader, make_trainer, read_events, scalar_series, two_groups
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from lightning_radam import RAdam
 
@@ -72,6 +77,157 @@ def test_mixin_lr_schedule_anneals_per_step(tmp_path, schedule, min_lr_ratio):
     assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * min_lr_ratio, abs=1e-12)
 
 
+LR = 1e-2
+B2 = {"betas": [0.9, 0.8]}  # beta2 = 0.8: the untuned warmups span 2 / (1 - beta2) = 10 steps
+E = math.exp
+
+
+def cosine(progress):
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# hparams, max_steps, {LearningRateMonitor step s: the lr of optimizer step s + 1, as a fraction of LR}. With a warmup
+# of N steps, step t runs at t / N of LR (the first at 1 / N, never 0), then the decay spans the steps after N.
+WARMUP_SCHEDULES = [
+    pytest.param({"warmup": 4}, 8, {0: 0.25, 1: 0.5, 3: 1.0, 7: 1.0}, id="4-none"),
+    pytest.param(
+        {"warmup": 4, "lr_schedule": "cosine"}, 12, {0: 0.25, 3: 1.0, 4: 1.0, 8: 0.5, 11: cosine(7 / 8)}, id="4-cosine"
+    ),
+    pytest.param(
+        {"warmup": 4, "lr_schedule": "linear", "min_lr_ratio": 0.1},
+        12,
+        {0: 0.25, 3: 1.0, 4: 1.0, 8: 0.1 + 0.9 * 0.5, 11: 0.1 + 0.9 / 8},
+        id="4-linear-min_lr_ratio",
+    ),
+    pytest.param({"warmup": "untuned_linear", **B2}, 12, {0: 0.1, 4: 0.5, 9: 1.0, 11: 1.0}, id="untuned_linear-none"),
+    pytest.param(
+        {"warmup": "untuned_linear", "lr_schedule": "cosine", **B2},
+        14,
+        {0: 0.1, 9: 1.0, 10: 1.0, 12: 0.5, 13: cosine(3 / 4)},
+        id="untuned_linear-cosine",
+    ),
+    pytest.param(
+        {"warmup": "untuned_linear", "lr_schedule": "linear", **B2},
+        14,
+        {0: 0.1, 9: 1.0, 10: 1.0, 12: 0.5, 13: 0.25},
+        id="untuned_linear-linear",
+    ),
+    pytest.param(
+        {"warmup": "untuned_exponential", **B2},
+        12,
+        {0: 1 - E(-0.2), 4: 1 - E(-1.0), 11: 1 - E(-2.4)},
+        id="untuned_exponential-none",
+    ),
+    pytest.param(  # the decay starts after 2 / (1 - beta2) steps too; the warmup's factor multiplies it
+        {"warmup": "untuned_exponential", "lr_schedule": "cosine", **B2},
+        14,
+        {0: 1 - E(-0.2), 9: 1 - E(-2.0), 10: 1 - E(-2.2), 12: (1 - E(-2.6)) * 0.5, 13: (1 - E(-2.8)) * cosine(3 / 4)},
+        id="untuned_exponential-cosine",
+    ),
+    pytest.param(
+        {"warmup": "untuned_exponential", "lr_schedule": "linear", **B2},
+        14,
+        {0: 1 - E(-0.2), 10: 1 - E(-2.2), 12: (1 - E(-2.6)) * 0.5, 13: (1 - E(-2.8)) * 0.25},
+        id="untuned_exponential-linear",
+    ),
+    pytest.param({"warmup": 0, "lr_schedule": "cosine"}, 12, {0: 1.0, 6: 0.5, 11: cosine(11 / 12)}, id="0-cosine"),
+    pytest.param({"warmup": None, "lr_schedule": "linear"}, 8, {0: 1.0, 4: 0.5, 7: 0.125}, id="None-linear"),
+    pytest.param({"warmup": "none"}, 4, {0: 1.0, 3: 1.0}, id="none-none"),
+]
+
+
+def logged_lrs(trainer):
+    """What LearningRateMonitor wrote, by tag: {step s: the lr of optimizer step s + 1} (it logs before each step)."""
+    events = read_events(trainer.logger.log_dir)
+    return {
+        tag: dict(zip(*scalar_series(events, tag), strict=True))
+        for tag in events.Tags()["scalars"]
+        if tag.startswith("lr-")
+    }
+
+
+@pytest.mark.parametrize(("hparams", "max_steps", "expected"), WARMUP_SCHEDULES)
+def test_mixin_warmup_and_lr_schedule_set_the_lr_of_every_step(tmp_path, hparams, max_steps, expected):
+    trainer = make_trainer(tmp_path, [LearningRateMonitor(logging_interval="step")], max_steps=max_steps)
+    trainer.fit(Model(net="norms", lr=LR, **hparams))
+    lrs = logged_lrs(trainer)
+    assert sorted(lrs) == ["lr-RAdam/pg1", "lr-RAdam/pg2"]  # the decayed group and the one without weight decay
+    for logged in lrs.values():
+        assert list(logged) == list(range(max_steps))
+        assert {s: logged[s] for s in expected} == pytest.approx({s: LR * f for s, f in expected.items()}, rel=1e-6)
+
+
+class OwnOptimizer(Model):
+    """A user's own ``configure_optimizers`` (``make_optimizer``'s optimizer) with the mixin's scheduler."""
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.parameters())
+        return {"optimizer": optimizer, "lr_scheduler": self.radam_scheduler(optimizer)}
+
+
+@pytest.mark.filterwarnings("ignore:warmup=")  # 100 and 2000 warmup steps in a fit of 12
+@pytest.mark.parametrize(
+    ("make_optimizer", "hparams", "expected"),
+    [
+        pytest.param(  # beta2 from the optimizer's betas: hparams have none
+            lambda p: torch.optim.Adam(p, lr=LR, betas=(0.9, 0.8)),
+            {"warmup": "untuned_linear"},
+            {"lr-Adam": {0: 0.1, 4: 0.5, 9: 1.0, 11: 1.0}},
+            id="Adam-untuned_linear",
+        ),
+        pytest.param(  # SGD has no betas: beta2 from hparams
+            lambda p: torch.optim.SGD(p, lr=LR),
+            {"warmup": "untuned_exponential", **B2},
+            {"lr-SGD": {0: 1 - E(-0.2), 4: 1 - E(-1.0), 11: 1 - E(-2.4)}},
+            id="SGD-untuned_exponential",
+        ),
+        pytest.param(
+            lambda p: torch.optim.SGD(p, lr=LR),
+            {"warmup": 4, "lr_schedule": "cosine"},
+            {"lr-SGD": {0: 0.25, 3: 1.0, 8: 0.5, 11: cosine(7 / 8)}},
+            id="SGD-4-cosine",
+        ),
+        pytest.param(  # one warmup per parameter group, from the group's own beta2 (BETA2S: 100 and 2000 steps)
+            two_groups(lambda groups: torch.optim.AdamW(groups, lr=LR)),
+            {"warmup": "untuned_linear"},
+            {"lr-AdamW/pg1": {0: 1 / 100, 11: 12 / 100}, "lr-AdamW/pg2": {0: 1 / 2000, 11: 12 / 2000}},
+            id="AdamW-two_groups",
+        ),
+    ],
+)
+def test_mixin_scheduler_warms_up_any_optimizer(tmp_path, make_optimizer, hparams, expected):
+    assert BETA2S == (0.98, 0.999)
+    trainer = make_trainer(tmp_path, [LearningRateMonitor(logging_interval="step")], max_steps=12)
+    trainer.fit(OwnOptimizer(make_optimizer, net="norms", **hparams))
+    lrs = logged_lrs(trainer)
+    assert sorted(lrs) == sorted(expected)
+    for tag, fractions in expected.items():
+        assert {s: lrs[tag][s] for s in fractions} == pytest.approx({s: LR * f for s, f in fractions.items()}, rel=1e-6)
+
+
+OF_8 = r"optimizer steps, more than the 8 of this fit \(trainer.estimated_stepping_batches\): the learning rate"
+UNTUNED = r"spans 2 / \(1 - beta2\) = 2000"  # the default beta2, 0.999
+
+
+@pytest.mark.parametrize(
+    ("warmup", "message"),
+    [
+        (20, rf"warmup=20 spans 20 {OF_8} reaches only 0.4 of lr"),
+        ("untuned_linear", rf"warmup='untuned_linear' {UNTUNED} {OF_8} reaches only 0.004 of lr"),
+        ("untuned_exponential", rf"warmup='untuned_exponential' {UNTUNED} {OF_8} reaches only 0.00797 of lr"),
+        (8, None),  # reaches lr at the last step: no warning
+    ],
+)
+def test_mixin_warns_once_when_the_warmup_outlasts_the_fit(tmp_path, warmup, message):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, logger=False, max_steps=8).fit(Model(net="norms", warmup=warmup))  # default beta2 0.999
+    ours = [str(w.message) for w in caught if "warmup=" in str(w.message)]
+    assert len(ours) == (message is not None)  # once, although both parameter groups have this warmup
+    if message is not None:
+        assert re.fullmatch(message, ours[0])
+
+
 def test_mixin_pieces_are_overridable_alone(tmp_path):
     class OneGroup(Model):
         def radam_param_groups(self):
@@ -82,6 +238,9 @@ def test_mixin_pieces_are_overridable_alone(tmp_path):
     assert optimizer.param_groups[0]["weight_decay"] == 0.1
 
 
+WARMUP_KINDS = "None, an int number of steps, 'untuned_linear' or 'untuned_exponential'"
+
+
 @pytest.mark.parametrize(
     ("hparams", "error", "message"),
     [
@@ -89,6 +248,12 @@ def test_mixin_pieces_are_overridable_alone(tmp_path):
         ({"threshold": 2}, ValueError, "Invalid threshold: 2"),
         ({"lr_schedule": "exp"}, ValueError, "Invalid lr_schedule: 'exp'"),
         ({"lr_schedule": "cosine", "min_lr_ratio": 2.0}, ValueError, "Invalid min_lr_ratio: 2.0"),
+        ({"warmup": -1}, ValueError, r"^Invalid warmup: -1 \(expected warmup >= 0\)$"),
+        ({"warmup": 1.5}, TypeError, f"^Invalid warmup: expected {WARMUP_KINDS}, got 1.5$"),
+        ({"warmup": True}, TypeError, f"^Invalid warmup: expected {WARMUP_KINDS}, got True$"),
+        ({"warmup": "cosine"}, ValueError, rf"^Invalid warmup: 'cosine' \(expected {WARMUP_KINDS}\)$"),
+        ({"warmup": [100]}, TypeError, r"^Invalid warmup: expected .*, got \[100\]$"),
+        ({"warmup": "untuned_linear", "lr_schedule": "exp"}, ValueError, "Invalid lr_schedule: 'exp'"),
     ],
 )
 def test_mixin_rejects_invalid_hparams(hparams, error, message):
@@ -103,21 +268,38 @@ def test_mixin_rejects_callables_in_hparams():
         model.configure_optimizers()
 
 
-def test_mixin_checkpoint_resumes_exactly(tmp_path):
+@pytest.mark.parametrize(  # beta2 = 0.75: the untuned warmups span 2 / (1 - beta2) = 8 steps
+    "hparams",
+    [
+        pytest.param({"lr_schedule": "cosine"}, id="cosine"),
+        pytest.param({"lr_schedule": "cosine", "warmup": 6}, id="mid_warmup-6-cosine"),
+        pytest.param(
+            {"lr_schedule": "linear", "warmup": "untuned_linear", "betas": [0.9, 0.75]}, id="mid_warmup-8-linear"
+        ),
+        pytest.param({"warmup": "untuned_exponential", "betas": [0.9, 0.75]}, id="mid_warmup-exponential"),
+    ],
+)
+def test_mixin_checkpoint_resumes_exactly(tmp_path, hparams):
     L.seed_everything(0)
-    full = Model(net="norms", lr=5e-3, lr_schedule="cosine")
+    full = Model(net="norms", lr=5e-3, **hparams)
     every_4 = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, filename="{step}"
     )
-    make_trainer(tmp_path, logger=False, max_steps=10, callbacks=[every_4], enable_checkpointing=True).fit(
-        full, loader(n=128)
-    )  # 4 steps an epoch
+    callbacks = [every_4, LearningRateMonitor(logging_interval="step")]
+    t = make_trainer(tmp_path / "full", callbacks, max_steps=10, enable_checkpointing=True)
+    t.fit(full, loader(n=128))  # 4 steps an epoch
+    full_lrs, full_lr = logged_lrs(t), [group["lr"] for group in t.optimizers[0].param_groups]
 
-    resumed = Model(net="norms", lr=5e-3, lr_schedule="cosine")
-    t = make_trainer(tmp_path / "resumed", logger=False, max_steps=10)
+    resumed = Model(net="norms", lr=5e-3, **hparams)
+    t = make_trainer(tmp_path / "resumed", [LearningRateMonitor(logging_interval="step")], max_steps=10)
     t.fit(resumed, loader(n=128), ckpt_path=tmp_path / "step=4.ckpt")  # step 4: inside the unrectified phase
     assert t.global_step == 10
     for a, b in zip(resumed.parameters(), full.parameters(), strict=True):
         assert torch.equal(a, b)
+    assert [group["lr"] for group in t.optimizers[0].param_groups] == full_lr  # float64, exactly
+    resumed_lrs = logged_lrs(t)
+    assert resumed_lrs == {tag: {s: lr for s, lr in lrs.items() if s >= 4} for tag, lrs in full_lrs.items()}
+    if "warmup" in hparams:  # the checkpoint was taken mid-warmup
+        assert resumed_lrs["lr-RAdam/pg1"][4] < 5e-3
     loaded = torch.load(tmp_path / "step=4.ckpt", weights_only=True)  # plain hparams: loads with torch >= 2.6 defaults
-    assert loaded["hyper_parameters"]["lr_schedule"] == "cosine"
+    assert loaded["hyper_parameters"] == hparams | {"lr": 5e-3}

@@ -9,7 +9,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
-UNTESTED_EXTRAS = {"bench"}  # the peers the benchmarks time; nothing in the suite imports them
+UNTESTED_EXTRAS = {"bench", "screenshots"}  # for the benchmarks and the screenshot script; the suite uses neither
 
 
 def declared() -> list[Requirement]:

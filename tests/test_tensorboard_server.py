@@ -4,6 +4,7 @@ chart's regexes are matched with TensorBoard's own semantics (``re.match``, from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,39 +56,63 @@ def chart_series(port: int, run: str, layout: dict) -> dict[tuple[str, str, str]
     return series
 
 
-def serve_and_read(logdir: Path) -> tuple[dict, dict]:
-    """Start TensorBoard on ``logdir`` (default flags), wait until its layout and every chart have data, read them."""
+@contextlib.contextmanager
+def tensorboard_server(logdir: Path) -> Iterator[int]:
+    """A TensorBoard server on ``logdir`` with default flags, on 127.0.0.1: yields its port."""
     port = free_port()
-    log = (logdir / "tensorboard.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        layout: dict = {}
-        series: dict = {}
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (logdir / "tensorboard.log").read_text()
-            try:
-                layout = get_json(port, "/data/plugin/custom_scalars/layout")
-                if layout:
-                    series = chart_series(port, "version_0", layout)
-                    if all(payload and all(payload.values()) for payload in series.values()):
-                        break  # the run is loaded (the server reads it in the background)
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass  # not answering yet
-            time.sleep(0.5)
-        return layout, series
-    finally:
-        server.terminate()
+    log_path = logdir.parent / f"{logdir.name}-tensorboard.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            server.wait(timeout=REQUEST_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=REQUEST_TIMEOUT)
-        log.close()
+            yield port
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=REQUEST_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=REQUEST_TIMEOUT)
+    assert server.returncode is not None
+
+
+def poll(read: Callable[[], Any], ready: Callable[[Any], bool]) -> Any:
+    """``read()`` until ``ready`` holds for what it returns (the server loads runs in the background), or time out."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    answer = None
+    while time.monotonic() < deadline:
+        try:
+            answer = read()
+            if ready(answer):
+                return answer
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass  # not answering yet
+        time.sleep(0.5)
+    return answer
+
+
+def serve_and_read(logdir: Path) -> tuple[dict, dict]:
+    """The custom-scalars layout and every chart's data, once all of them have data."""
+    with tensorboard_server(logdir) as port:
+        layout = poll(lambda: get_json(port, "/data/plugin/custom_scalars/layout"), bool) or {}
+        series = poll(
+            lambda: chart_series(port, "version_0", layout) if layout else {},
+            lambda series: all(payload and all(payload.values()) for payload in series.values()),
+        )
+        return layout, series or {}
 
 
 @pytest.mark.parametrize(
@@ -133,3 +159,27 @@ def test_every_custom_scalars_chart_shows_logged_tags(tmp_path, monitors, per_la
     assert np.all(np.diff(adaptive_values) < 0)
     assert np.ptp(rectified_values) < 0.5
     assert adaptive_values[0] - adaptive_values[-1] > np.ptp(rectified_values)
+
+
+def test_histograms_dashboard_serves_every_early_step(tmp_path):
+    """The Histograms dashboard asks for 51 points per tag, sampled from those stored: the regular tag of a 120-step run
+    misses some of the first steps, the early tag serves each of them."""
+    monitor = GradientHistogramMonitor(every_n_steps=1)  # 120 points in grad/log10_abs
+    trainer = make_trainer(tmp_path, [monitor], max_steps=120)
+    trainer.fit(Model())
+    with tensorboard_server(tmp_path) as port:
+
+        def read() -> dict[str, list[int]]:
+            tags = get_json(port, "/data/plugin/histograms/tags").get("version_0", {})
+            return {
+                tag: [
+                    point[1] for point in get_json(port, "/data/plugin/histograms/histograms", run="version_0", tag=tag)
+                ]
+                for tag in tags
+            }  # [wall time, step, buckets] per point
+
+        served = poll(read, lambda served: len(served.get("grad/log10_abs", ())) == 51)
+    assert set(served) == {"grad/log10_abs", "grad/log10_abs/early"}
+    assert served["grad/log10_abs/early"] == list(range(50))
+    assert len(served["grad/log10_abs"]) == 51  # TensorBoard's sample of 120: some early steps are not served
+    assert not set(range(20)) <= set(served["grad/log10_abs"])
