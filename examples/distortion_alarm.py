@@ -1,7 +1,7 @@
 """Does the distortion alarm fire on the runs that need warmup, and only on them? How its defaults were chosen.
 
-Replays the gradient histograms (``grad/log10_abs``, logged at every step) of three examples through
-:class:`~lightning_radam.callbacks.distortion.DistortionAlarm` and prints:
+Replays the gradient histograms (``grad/log10_abs``, at every step of the early phase at least) of three
+examples through :class:`~lightning_radam.callbacks.distortion.DistortionAlarm` and prints:
 
 1. the warmup study, per arm and seed, and Adam with linear warmups too short for this model
    (``adam_warmup`` over 10, 25 and 50 steps instead of 200): whether the run stalled (the study's own
@@ -28,6 +28,8 @@ the longest part; ``--output-dir`` is where they write and where this script rea
     python examples/lr_robustness.py --methods sgd adam radam radam_sgd --lrs 0.1 0.03 0.01 0.003 0.001 \\
         --histogram-every 1 --output-dir OUT/lr_robustness
     python examples/quickstart.py --seed K --log-dir OUT/quickstart/seedK      # for K in 0 1 2
+
+(the quick start keeps its monitor's default schedule: every step of the early phase, then every 10).
 
 ``--log-every 1`` makes the warmup study log its training loss at every step, so that "stalled" is
 computed from the same losses as the study's table.

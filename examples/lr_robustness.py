@@ -14,7 +14,8 @@ batches are read with ``pickle`` and NumPy: nothing is downloaded and torchvisio
 Outputs in ``--output-dir``: ``accuracy_vs_lr.png``, and TensorBoard logs of every run
 (``tensorboard/<method>_lr<lr>/seed<k>``: ``train/loss``, ``test/accuracy``, and with
 ``--histogram-every N`` the gradient histograms ``grad/log10_abs`` of
-:class:`~lightning_radam.callbacks.GradientHistogramMonitor` every N steps). Prints a table of
+:class:`~lightning_radam.callbacks.GradientHistogramMonitor` ``(every_n_steps=N)``: every step of
+its early phase, then every N steps). Prints a table of
 test accuracy (mean and standard deviation over seeds) by method and learning rate, under a line
 naming the CPU and the floating-point kernels in use: at large learning rates the runs are chaotic,
 and a seed's accuracy changes with the kernels (ATen's vector width, MKL, oneDNN).
@@ -203,7 +204,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--histogram-every",
         type=int,
         default=0,
-        help="log GradientHistogramMonitor's grad/log10_abs every N optimizer steps (0: no gradient histograms)",
+        help="GradientHistogramMonitor(every_n_steps=N): grad/log10_abs at every step of its early phase, then every"
+        " N optimizer steps (1: every step; 0: no gradient histograms)",
     )
     parser.add_argument(
         "--threads",
