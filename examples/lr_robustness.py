@@ -12,7 +12,10 @@ Data: scikit-learn's handwritten digits (1797 images of 8x8 pixels, shipped with
 batches are read with ``pickle`` and NumPy: nothing is downloaded and torchvision is not needed.
 
 Outputs in ``--output-dir``: ``accuracy_vs_lr.png``, and TensorBoard logs of every run
-(``tensorboard/<method>_lr<lr>/seed<k>``: ``train/loss``, ``test/accuracy``). Prints a table of
+(``tensorboard/<method>_lr<lr>/seed<k>``: ``train/loss``, ``test/accuracy``, and with
+``--histogram-every N`` the gradient histograms ``grad/log10_abs`` of
+:class:`~lightning_radam.callbacks.GradientHistogramMonitor` ``(every_n_steps=N)``: every step of
+its early phase, then every N steps). Prints a table of
 test accuracy (mean and standard deviation over seeds) by method and learning rate, under a line
 naming the CPU and the floating-point kernels in use: at large learning rates the runs are chaotic,
 and a seed's accuracy changes with the kernels (ATen's vector width, MKL, oneDNN).
@@ -44,6 +47,7 @@ from _common import machine_line, markdown_table, output_dir, torch_threads
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_radam import RAdam
+from lightning_radam.callbacks import GradientHistogramMonitor
 
 METHODS = ("sgd", "adam", "radam", "radam_sgd")
 DEFAULT_METHODS = ("sgd", "adam", "radam")
@@ -169,9 +173,10 @@ def train_one(method: str, lr: float, seed: int, data: tuple, args: argparse.Nam
     logger = TensorBoardLogger(
         str(directory), name="tensorboard", version=f"{method}_lr{lr:g}/seed{seed}", default_hp_metric=False
     )
+    monitors = [GradientHistogramMonitor(every_n_steps=args.histogram_every)] if args.histogram_every else []
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=args.epochs, logger=logger, log_every_n_steps=args.log_every,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=monitors, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(model, train_dataloaders=train)
     return trainer.test(model, test, verbose=False)[0]["test/accuracy"]
@@ -196,6 +201,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-every", type=int, default=10, help="TensorBoard logging interval in steps")
     parser.add_argument(
+        "--histogram-every",
+        type=int,
+        default=0,
+        help="GradientHistogramMonitor(every_n_steps=N): grad/log10_abs at every step of its early phase, then every"
+        " N optimizer steps (1: every step; 0: no gradient histograms)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -210,6 +222,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.train_subset < 0:
         parser.error(f"--train-subset must be >= 0, got {args.train_subset}")
+    if args.histogram_every < 0:
+        parser.error(f"--histogram-every must be >= 0, got {args.histogram_every}")
     bad = [lr for lr in args.lrs if not lr > 0]
     if bad:
         parser.error(f"--lrs must be positive, got {bad[0]}")

@@ -56,6 +56,7 @@ def read_scalars(directory):
             ],
         ),
         ("lr_robustness", ["--methods", "--lrs", "--seeds", "--epochs", "--data-dir", "--output-dir"]),
+        ("distortion_alarm", ["--output-dir", "--run", "--seeds", "--threshold", "--early-steps"]),
     ],
 )
 def test_example_help_lists_scaling_flags(name, flags, capsys):
@@ -75,6 +76,9 @@ def test_example_help_lists_scaling_flags(name, flags, capsys):
         ("warmup_study", ["--d-model", "30", "--heads", "4"], "must be a multiple of --heads"),
         ("warmup_study", ["--methods", "sgd"], "invalid choice: 'sgd'"),
         ("lr_robustness", ["--lrs", "0.1", "0"], "--lrs must be positive, got 0.0"),
+        ("lr_robustness", ["--histogram-every", "-1"], "--histogram-every must be >= 0, got -1"),
+        ("distortion_alarm", ["--threshold", "0"], "--threshold must be > 0, got 0.0"),
+        ("distortion_alarm", ["--early-steps", "0"], "--early-steps must be >= 1, got 0"),
     ],
 )
 def test_example_rejects_invalid_flags(name, argv, match, capsys):
@@ -175,12 +179,16 @@ def test_lr_robustness_trains_on_cifar_format_data(tmp_path):
             "0.01",
             "--seeds",
             "0",
-            "--epochs",
-            "1",
             "--width",
             "4",
             "--log-every",
             "1",
+            "--histogram-every",
+            "4",
+            "--batch-size",
+            "1",
+            "--epochs",
+            "2",
             "--output-dir",
             str(tmp_path / "out"),
         ]
@@ -190,6 +198,10 @@ def test_lr_robustness_trains_on_cifar_format_data(tmp_path):
     assert (tmp_path / "out" / "accuracy_vs_lr.png").is_file()
     scalars = read_scalars(tmp_path / "out")
     assert ("tensorboard/radam_lr0.01/seed0", "test/accuracy") in scalars
+    histograms = EventAccumulator(str(tmp_path / "out" / "tensorboard" / "radam_lr0.01" / "seed0"), {"histograms": 0})
+    histograms.Reload()
+    logged = [s for s in range(80) if s < 50 or s % 4 == 0]  # 80 steps (40 images, batch 1): the monitor's schedule
+    assert [event.step for event in histograms.Histograms("grad/log10_abs")] == logged
 
 
 class ParameterTrace(L.Callback):
