@@ -5,6 +5,7 @@ Example:
 """
 
 from .gradient_histogram_monitor import (
+    DistortionWarning,
     GradientHistogramMonitor,
     bucket_edges,
     log2_bucket_counts,
@@ -14,6 +15,7 @@ from .rectification_monitor import RectificationMonitor
 from .stacked_histogram import encode_png, image_summary, render_stacked_histogram
 
 __all__ = [
+    "DistortionWarning",
     "GradientHistogramMonitor",
     "RectificationMonitor",
     "bucket_edges",

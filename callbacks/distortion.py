@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_EARLY_STEPS",
     "DEFAULT_QUANTILES",
     "DEFAULT_THRESHOLD",
+    "QUANTILE_NAMES",
     "DistortionAlarm",
     "distortion",
     "quantiles",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: The quantiles :func:`quantiles` returns by default (logged as ``p01``, ``p10``, ``p50``, ``p90``, ``p99``).
 DEFAULT_QUANTILES = (0.01, 0.1, 0.5, 0.9, 0.99)
+#: Their names in the monitor's tags, ``{histogram tag}/p01`` ... ``/p99``.
+QUANTILE_NAMES = tuple(f"p{round(100 * q):02d}" for q in DEFAULT_QUANTILES)
 #: :class:`DistortionAlarm`'s threshold: decades of :func:`distortion` from the first logged step.
 DEFAULT_THRESHOLD = 3.0
 #: :class:`DistortionAlarm` judges the steps ``< early_steps`` only.

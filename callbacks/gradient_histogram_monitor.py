@@ -38,15 +38,18 @@ from ._common import (
     _tensorboard_loggers,
 )
 from ._distributed import sum_histograms_across_shards
+from .distortion import DEFAULT_EARLY_STEPS, DEFAULT_THRESHOLD, QUANTILE_NAMES, DistortionAlarm, quantiles
 from .stacked_histogram import encode_png, image_summary, render_stacked_histogram
 
-__all__ = ["GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
+__all__ = ["DistortionWarning", "GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
 
 #: Points per tag that TensorBoard's Histograms dashboard draws (its histograms plugin samples this many).
 HISTOGRAMS_DASHBOARD_POINTS = 51
 NUM_BUCKETS = 1024  # 8 exponent bits x 2 leading mantissa bits; bucket k = 4 * exponent + j
 _FIRST_NONFINITE = 4 * 255  # exponent 255: inf and NaN
 _WHEN = ("before_clip", "after_clip")
+_ON_DISTORTION = ("warn", "stop", "ignore")
+
 #: Steps kept on the host for the stacked picture (8 KiB each) before later ones are thinned out.
 MAX_PICTURE_STEPS = 1024
 # The largest subsample. The counts are estimated as count * subsample in int64 (NumPy wraps around silently), where
@@ -161,6 +164,10 @@ class _Pending:
     log10_scale: float = 0.0
 
 
+class DistortionWarning(UserWarning):
+    """The warning of :class:`GradientHistogramMonitor`'s distortion alarm (filtered like any other warning)."""
+
+
 class _History:
     """The global histograms of the logged steps, kept on the host for the stacked picture.
 
@@ -233,6 +240,23 @@ class GradientHistogramMonitor(_StepMonitor):
       elements that are exactly zero, and that are inf or NaN.
     - ``{prefix}/layer/{name}/log10_abs`` (histogram): the same for each parameter whose name
       (as in ``named_parameters()``) matches ``layers``.
+    - ``{prefix}/{opt}log10_abs/p01``, ``/p10``, ``/p50``, ``/p90``, ``/p99`` (scalars), and the same under each
+      per-layer histogram's name: quantiles of log10|g| from the bucket counts (linear within a bucket), so the
+      distribution reads as five curves in any logger.
+    - ``{prefix}/{opt}distortion`` (scalar): decades by which the distribution of log10|g| has moved towards
+      zero since step 0 (:func:`~lightning_radam.callbacks.distortion.distortion`, the downward part of the
+      1-Wasserstein distance).
+    - ``{prefix}/{opt}log10_abs/stacked`` (image), also ``{prefix}_{opt}log10_abs_stacked_step{N}.png`` (with
+      ``/`` as ``_``) in the logger's directory: the stacked histogram of every logged step so far, the paper's
+      Figure 2, drawn at the end of the early phase and at the end of the fit.
+
+    The distortion alarm: if the distortion reaches ``distortion_threshold`` decades at a step before
+    ``distortion_steps``, the early distortion of Adam without warmup, the callback warns once (a
+    :class:`DistortionWarning` that says what it saw, in numbers, and what to do: RAdam, or a warmup such as
+    ``RAdamMixin``'s ``warmup="untuned_linear"``), records the step in :attr:`alarm_step` and, with
+    ``on_distortion="stop"``, stops the fit (``trainer.should_stop``, agreed by every rank). Later steps never fire
+    it: a healthy run's gradients shrink too, only more slowly. The defaults were chosen on the warmup study
+    (docs/monitoring.md, "The distortion alarm").
 
     Scalars go to every logger in ``trainer.loggers``; histograms need a ``TensorBoardLogger``
     (without one the callback warns once and logs the scalars only).
@@ -258,12 +282,19 @@ class GradientHistogramMonitor(_StepMonitor):
             ``subsample`` consecutive logged steps cover every element once), with all counts (zeros and
             non-finite included) multiplied by ``subsample``: estimates, for when exact counting costs too much.
             ``1`` is exact; at most ``2**32``, so that the estimates cannot overflow int64 (default: 1).
+        on_distortion: ``"warn"``, ``"stop"`` (warn and stop the fit) or ``"ignore"`` (the ``distortion`` scalar
+            only) when the distortion alarm fires (default: "warn").
+        distortion_threshold: decades of distortion that fire the alarm, > 0 (default: 3.0).
+        distortion_steps: only steps before this one can fire the alarm, >= 1; they should be logged one by one,
+            as the default ``early_steps`` does (default: 30).
 
     Raises:
         ValueError: if ``every_n_steps``, ``layer_every_n_steps`` or ``subsample`` is < 1, ``early_steps`` < 0,
             ``subsample`` is > ``2**32``, ``layers`` is not a valid regular expression, ``when`` is unknown or
             ``prefix`` is empty or has a leading, trailing or doubled ``/``; at setup, if another
-            GradientHistogramMonitor of the Trainer has the same ``prefix`` (both would write the same tags).
+            GradientHistogramMonitor of the Trainer has the same ``prefix`` (both would write the same tags);
+            if ``on_distortion`` is unknown, ``distortion_threshold`` is not a finite number > 0 or
+            ``distortion_steps`` is not an int >= 1.
         TypeError: if an argument has the wrong type.
         MisconfigurationException: at fit start, if the Trainer has no logger.
 
@@ -271,8 +302,10 @@ class GradientHistogramMonitor(_StepMonitor):
         >>> from lightning import Trainer
         >>> from lightning.pytorch.loggers import TensorBoardLogger
         >>> from lightning_radam.callbacks import GradientHistogramMonitor
-        >>> monitor = GradientHistogramMonitor(layers=r"attn", layer_every_n_steps=10)
+        >>> monitor = GradientHistogramMonitor(layers=r"attn", layer_every_n_steps=10, on_distortion="stop")
         >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[monitor], max_steps=1000)
+        >>> monitor.alarm_step is None  # after trainer.fit(...): the step at which the alarm fired, if it did
+        True
     """
 
     def __init__(
@@ -284,6 +317,9 @@ class GradientHistogramMonitor(_StepMonitor):
         when: str = "before_clip",
         prefix: str = "grad",
         subsample: int = 1,
+        on_distortion: str = "warn",
+        distortion_threshold: float = DEFAULT_THRESHOLD,
+        distortion_steps: int = DEFAULT_EARLY_STEPS,
     ) -> None:
         super().__init__(every_n_steps, early_steps)
         self.layers = _compile_pattern(layers, "layers")
@@ -297,9 +333,16 @@ class GradientHistogramMonitor(_StepMonitor):
         self.subsample = _check_every_n_steps(subsample, "subsample")
         if self.subsample > MAX_SUBSAMPLE:
             raise ValueError(f"Invalid subsample: {subsample} (expected 1 <= subsample <= {MAX_SUBSAMPLE})")
+        if on_distortion not in _ON_DISTORTION:
+            raise ValueError(f"Invalid on_distortion: {on_distortion!r} (expected one of {_ON_DISTORTION})")
+        self.on_distortion = on_distortion
+        DistortionAlarm(_LOG10_LOWER[:1], _LOG10_UPPER[:1], distortion_threshold, distortion_steps)  # checks both
+        self.distortion_threshold, self.distortion_steps = float(distortion_threshold), distortion_steps
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
         self._write_histograms = True
+        self._alarms: dict[int, DistortionAlarm] = {}  # optimizer index -> its alarm (rank zero)
+        self._stop_pending = False
         self._history: dict[int, _History] = {}  # optimizer index -> global histograms of the logged steps
         self._drawn: dict[int, int] = {}  # optimizer index -> step of the last picture
 
@@ -311,19 +354,46 @@ class GradientHistogramMonitor(_StepMonitor):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(prefix={self.prefix!r}, when={self.when!r})"
 
+    @property
+    def alarm_step(self) -> int | None:
+        """The optimizer step at which the distortion alarm fired (the earliest, with several optimizers), or None.
+
+        Part of the callback's checkpointed state: a resumed fit knows that its alarm has fired.
+        """
+        steps = [alarm.alarm_step for alarm in self._alarms.values() if alarm.alarm_step is not None]
+        return min(steps) if steps else None
+
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "history": {i: h.state_dict() for i, h in self._history.items()}}
+        return {
+            **super().state_dict(),
+            "history": {i: h.state_dict() for i, h in self._history.items()},
+            "alarms": {i: alarm.state_dict() for i, alarm in self._alarms.items()},
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._history = {int(i): _History.from_state(h) for i, h in state_dict.get("history", {}).items()}
+        self._alarms = {}
+        for i, state in state_dict.get("alarms", {}).items():
+            self._alarms[int(i)] = self._new_alarm()
+            self._alarms[int(i)].load_state_dict(state)
+
+    def _new_alarm(self) -> DistortionAlarm:
+        lower, upper = _LOG10_LOWER[:_FIRST_NONFINITE], _LOG10_UPPER[:_FIRST_NONFINITE]
+        return DistortionAlarm(lower, upper, self.distortion_threshold, self.distortion_steps)
+
+    def _raise_alarm(self, trainer: pl.Trainer, alarm: DistortionAlarm) -> None:
+        """One rank-zero warning with the alarm's message; ``on_distortion="stop"`` also stops after this batch."""
+        action = " Stopping the fit (on_distortion='stop')." if self.on_distortion == "stop" else ""
+        rank_zero_warn(f"{self!r}: {alarm.message}{action}", category=DistortionWarning)
+        self._stop_pending = self.on_distortion == "stop"
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._history, self._drawn = {}, {}
+        self._history, self._drawn, self._alarms, self._stop_pending = {}, {}, {}, False
         for other in _callbacks(trainer):
             if other is not self and isinstance(other, GradientHistogramMonitor) and other.prefix == self.prefix:
                 raise ValueError(
@@ -411,9 +481,17 @@ class GradientHistogramMonitor(_StepMonitor):
         for handle in self._hooks.values():  # the optimizer step was skipped (GradScaler) or never ran
             handle.remove()
         self._hooks.clear()
-        if not self._pending:
-            return
         step = _logged_step(trainer)
+        if self._pending:
+            self._publish(trainer, step)
+        if self.on_distortion == "stop" and step < self.distortion_steps:
+            # rank zero judges; every rank takes this decision at the same steps, so that they stop together
+            stop = trainer.strategy.reduce_boolean_decision(self._stop_pending, all=False)
+            self._stop_pending = False
+            trainer.should_stop = trainer.should_stop or stop
+
+    def _publish(self, trainer: pl.Trainer, step: int) -> None:
+        """Bring the pending counts to the host, log the scalars, write the histograms and the picture."""
         pending, self._pending = self._pending, {}
         for index, item in pending.items():
             self._last_logged[index] = step
@@ -432,14 +510,35 @@ class GradientHistogramMonitor(_StepMonitor):
                 f"{item.prefix}zeros": float(zeros[0]),
                 f"{item.prefix}nonfinite": float(counts[0, _FIRST_NONFINITE:].sum()),
             }
+            finite = counts[:, :_FIRST_NONFINITE]
+            levels = quantiles(
+                finite,
+                _LOG10_LOWER[:_FIRST_NONFINITE] - item.log10_scale,
+                _LOG10_UPPER[:_FIRST_NONFINITE] - item.log10_scale,
+            )
+            for tag, row in zip(item.tags, levels, strict=True):
+                scalars.update(
+                    {
+                        f"{tag}/{name}": float(value)
+                        for name, value in zip(QUANTILE_NAMES, row, strict=True)
+                        if math.isfinite(value)
+                    }
+                )
+            unscaled = _unscaled(finite[0], item.log10_scale)
+            alarm = self._alarms.setdefault(index, self._new_alarm())
+            score = alarm.update(step, unscaled)
+            if math.isfinite(score):
+                scalars[f"{item.prefix}distortion"] = score
             _log_scalars(trainer, scalars, step)
+            if alarm.alarm_step == step and self.on_distortion != "ignore":
+                self._raise_alarm(trainer, alarm)
             if self._write_histograms:
                 for tag, row in zip(item.tags, counts, strict=True):
                     self._write(trainer, tag, row, step, item.log10_scale)
                 if step < min(self.early_steps, HISTOGRAMS_DASHBOARD_POINTS):  # every point drawn by the dashboard
                     self._write(trainer, f"{item.prefix}log10_abs/early", counts[0], step, item.log10_scale)
                 history = self._history.setdefault(index, _History())
-                history.add(step, _unscaled(counts[0, :_FIRST_NONFINITE], item.log10_scale), self.early_steps)
+                history.add(step, unscaled, self.early_steps)
                 if step == self.early_steps - 1:
                     self._draw(trainer, index)
 

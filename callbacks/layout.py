@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .distortion import QUANTILE_NAMES
+
 __all__ = ["monitoring_layout"]
 
 _OPT_GROUP = r"radam/(optimizer\d+/)?group\d+/"  # the per-group tags of RectificationMonitor
@@ -24,7 +26,8 @@ def monitoring_layout(layers: bool = False, gradient_prefixes: Sequence[str] = (
     Args:
         layers: include the per-layer charts (RectificationMonitor's ``layers=`` selects parameters) (default: False).
         gradient_prefixes: the ``prefix`` of each :class:`~lightning_radam.callbacks.GradientHistogramMonitor` of
-            the run; the zero and non-finite counts of each get a curve. Empty for none (default: ``("grad",)``).
+            the run; its quantiles, distortion, zero and non-finite counts get curves. Empty for none
+            (default: ``("grad",)``).
 
     Example:
         >>> sorted(monitoring_layout())
@@ -58,6 +61,14 @@ def monitoring_layout(layers: bool = False, gradient_prefixes: Sequence[str] = (
     prefixes = [re.escape(prefix) + r"/(optimizer\d+/)?" for prefix in dict.fromkeys(gradient_prefixes)]
     if prefixes:
         layout["RAdam gradients"] = {
+            "quantiles of log10|g| (p01, p10, p50, p90, p99)": [
+                "Multiline",
+                [f"{prefix}log10_abs/{name}$" for prefix in prefixes for name in QUANTILE_NAMES],
+            ],
+            "distortion of log10|g| since step 0, decades towards zero": [
+                "Multiline",
+                [prefix + "distortion$" for prefix in prefixes],
+            ],
             "exact zeros in the gradients": ["Multiline", [prefix + "zeros$" for prefix in prefixes]],
             "inf and NaN in the gradients": ["Multiline", [prefix + "nonfinite$" for prefix in prefixes]],
         }

@@ -294,7 +294,9 @@ class Model(RAdamMixin, L.LightningModule):
       (lr, betas, weight_decay, lr_schedule, ...), which are saved as the module's hyperparameters.
     - ``gradients={name: g}``: one zero parameter per name (in ``dtype``) and the loss sum(p * g), so that every
       gradient is exactly ``g`` at every step: for exact histogram counts. Default optimizer: SGD(lr=0), the
-      parameters never move. Data: 16 dummy batches.
+      parameters never move. Data: 16 dummy batches (``batches`` to change). With ``decades_per_step=d`` the
+      gradients of optimizer step ``s`` are ``g * 10**(-d * s)``: a distribution of log10|g| that moves down by
+      ``d`` decades a step, as Adam's does in its early distortion.
 
     Args:
         make_optimizer: ``parameters -> optimizer``, replacing the kind's default optimizer.
@@ -313,6 +315,8 @@ class Model(RAdamMixin, L.LightningModule):
         batch_size: int = 32,
         inf_at_step: int | None = None,
         seed: int | None = None,
+        decades_per_step: float = 0.0,
+        batches: int = 16,
         **hparams: Any,
     ) -> None:
         super().__init__()
@@ -322,6 +326,7 @@ class Model(RAdamMixin, L.LightningModule):
         self.make_optimizer = make_optimizer
         self.batch_size = batch_size
         self.inf_at_step = inf_at_step
+        self.decades_per_step, self.batches = decades_per_step, batches
         self.gradient_names = list(gradients or {})
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
@@ -354,7 +359,8 @@ class Model(RAdamMixin, L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         if self.kind == "gradients":
-            return sum((getattr(self, name) * g).sum() for name, g in self.gradients.items())
+            scale = 10.0 ** (-self.decades_per_step * self.trainer.fit_loop.epoch_loop._batches_that_stepped)
+            return sum((getattr(self, name) * g).sum() for name, g in self.gradients.items()) * scale
         x, y = batch
         loss = nn.functional.cross_entropy(self(x), y)
         if self.trainer.fit_loop.epoch_loop._batches_that_stepped == self.inf_at_step:
@@ -373,7 +379,7 @@ class Model(RAdamMixin, L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.kind == "gradients":
-            return DataLoader(torch.zeros(16, 1), batch_size=1)
+            return DataLoader(torch.zeros(self.batches, 1), batch_size=1)
         if self.kind == "norms":
             return loader()
         generator = torch.Generator().manual_seed(0)

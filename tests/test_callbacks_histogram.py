@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -22,7 +24,12 @@ from helpers import (
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor, gradient_histogram_monitor, log2_bucket_counts
+from lightning_radam.callbacks import (
+    DistortionWarning,
+    GradientHistogramMonitor,
+    gradient_histogram_monitor,
+    log2_bucket_counts,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
@@ -198,3 +205,59 @@ def test_histogram_monitor_draws_the_stacked_histogram(tmp_path, early_steps, lo
         assert png == image.encoded_image_string
         assert (image.width, image.height) == (640, 400)
         assert matplotlib.image.imread(io.BytesIO(png)).shape == (400, 640, 3)
+
+
+NORMAL_GRADIENTS = {"w": 1e-2 * torch.randn(4096, generator=torch.Generator().manual_seed(0))}  # 1e-2 .. 1e-6
+ALARMS = [  # decades per step, on_distortion, max_steps: alarm step, optimizer steps taken, warnings
+    (0.35, "warn", 20, 9, 20, 1),  # 3.15 decades at step 9 (2.8 at step 8)
+    (0.35, "stop", 40, 9, 10, 1),  # the fit stops after the batch of step 9
+    (0.35, "ignore", 20, 9, 20, 0),  # recorded, not said
+    (0.05, "warn", 80, None, 80, 0),  # a slow decline: 3 decades only at step 60, after distortion_steps=30
+    (0.0, "stop", 40, None, 40, 0),
+]
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers")
+@pytest.mark.parametrize(("decades", "on_distortion", "max_steps", "alarm_step", "steps", "warnings"), ALARMS)
+def test_histogram_monitor_distortion_alarm(tmp_path, decades, on_distortion, max_steps, alarm_step, steps, warnings):
+    """The distortion scalar, the alarm step, one warning in numbers, and the stop, on gradients that fall by a known
+    number of decades a step."""
+    model = Model(gradients=NORMAL_GRADIENTS, decades_per_step=decades, batches=80)
+    monitor = GradientHistogramMonitor(on_distortion=on_distortion, every_n_steps=1)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=max_steps)
+    with pytest.warns() as caught:
+        trainer.fit(model)
+    alarms = [str(w.message) for w in caught if issubclass(w.category, DistortionWarning)]
+    assert len(alarms) == warnings
+    assert monitor.alarm_step == alarm_step
+    assert trainer.global_step == steps
+    events = read_events(trainer.logger.log_dir)
+    logged, distortion = scalar_series(events, "grad/distortion")
+    assert logged == list(range(steps))
+    np.testing.assert_allclose(distortion, decades * np.arange(steps), rtol=0, atol=0.06)  # within a bucket
+    _, median = scalar_series(events, "grad/log10_abs/p50")
+    np.testing.assert_allclose(median[0] - median, decades * np.arange(steps), rtol=0, atol=0.06)
+    for message in alarms:
+        assert re.match(r"GradientHistogramMonitor\(prefix='grad', when='before_clip'\): Early distortion of the"
+                        r" gradients at step 9: median \|g\| fell 3\.\d decades in 9 steps", message)  # fmt: skip
+        assert "train with RAdam" in message
+        assert 'warmup="untuned_linear"' in message
+        assert ("Stopping the fit" in message) == (on_distortion == "stop")
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers")
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+def test_histogram_monitor_alarm_survives_a_resume(tmp_path):
+    gradients = NORMAL_GRADIENTS
+    first = make_trainer(tmp_path, [GradientHistogramMonitor()], max_steps=12)
+    with pytest.warns(DistortionWarning):
+        first.fit(Model(gradients=gradients, decades_per_step=0.35, batches=40))
+    first.save_checkpoint(tmp_path / "step12.ckpt")
+    monitor = GradientHistogramMonitor()
+    second = make_trainer(tmp_path, [monitor], max_steps=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistortionWarning)  # fired before the checkpoint: not again
+        second.fit(Model(gradients=gradients, decades_per_step=0.35, batches=40), ckpt_path=tmp_path / "step12.ckpt")
+    assert monitor.alarm_step == 9
+    _, distortion = scalar_series(read_events(second.logger.log_dir), "grad/distortion")
+    np.testing.assert_allclose(distortion[-8:], 0.35 * np.arange(12, 20), rtol=0, atol=0.06)  # still from step 0

@@ -38,7 +38,13 @@ def readme_tag_patterns():
     """The tags of the README's table, as regular expressions ({opt}, {g}, {name}, {prefix} filled in)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     tags = re.findall(r"^\| `([^`]+)` \| (?:Rectification|Histogram)", readme, flags=re.MULTILINE)
-    fill = {"{opt}": "(optimizer\\d+/)?", "{g}": "\\d+", "{name}": "[^/]+", "{prefix}": "grad"}
+    fill = {
+        "{opt}": "(optimizer\\d+/)?",
+        "{g}": "\\d+",
+        "{name}": "[^/]+",
+        "{prefix}": "grad",
+        "{q}": "p(01|10|50|90|99)",
+    }
     patterns = []
     for tag in tags:
         pattern = re.escape(tag)
@@ -56,7 +62,10 @@ def test_readme_lists_exactly_the_tags_the_monitors_log(tmp_path):
     trainer.fit(Model())
     events = read_events(trainer.logger.log_dir)
     logged = [
-        tag for kind in ("scalars", "histograms") for tag in events.Tags()[kind] if tag.startswith(("radam/", "grad/"))
+        tag
+        for kind in ("scalars", "histograms", "images")
+        for tag in events.Tags()[kind]
+        if tag.startswith(("radam/", "grad/"))
     ]
     for tag in logged:
         assert any(pattern.match(tag) for _, pattern in patterns), f"{tag} is logged but not in the README"

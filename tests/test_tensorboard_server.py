@@ -1,6 +1,7 @@
-"""The Custom Scalars layout, as TensorBoard itself reads it: a real server on 127.0.0.1, queried through the routes
-its web app uses (``/data/plugin/custom_scalars/layout`` and ``.../scalars?run=...&tag=<regex>``), so that every
-chart's regexes are matched with TensorBoard's own semantics (``re.match``, from the start of the tag)."""
+"""What TensorBoard itself serves of the monitors' output: a real server on 127.0.0.1 with default flags, queried
+through the routes its web app uses (``/data/plugin/custom_scalars/layout`` and ``.../scalars?run=...&tag=<regex>``,
+``/data/plugin/histograms/...``, ``/data/plugin/scalars/...``, ``/data/plugin/images/...``), so that sampling and every
+chart's regexes (``re.match``, from the start of the tag) are TensorBoard's own."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def get_json(port: int, route: str, **params: str) -> Any:
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}{query}", timeout=REQUEST_TIMEOUT) as response:
         return json.loads(response.read())
+
+
+def get_bytes(port: int, route: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=REQUEST_TIMEOUT) as response:
+        return response.read()
 
 
 def chart_series(port: int, run: str, layout: dict) -> dict[tuple[str, str, str], dict[str, list]]:
@@ -144,7 +150,7 @@ def test_every_custom_scalars_chart_shows_logged_tags(tmp_path, monitors, per_la
         tag for (category, _, _), payload in series.items() if category == "RAdam gradients" for tag in payload
     }
     prefixes = {"grad", "grad_clipped"} if per_layer else {"grad"}
-    assert {tag.rsplit("/", 1)[0] for tag in gradient_tags} == prefixes  # one curve per GradientHistogramMonitor
+    assert {tag.split("/")[0] for tag in gradient_tags} == prefixes  # curves of each GradientHistogramMonitor
     # the variance chart, on TensorBoard's linear axis: log10 of the adaptive rate's variance falls, the rectified
     # one stays within a factor of about 3 (half a decade)
     variance = {
@@ -161,25 +167,38 @@ def test_every_custom_scalars_chart_shows_logged_tags(tmp_path, monitors, per_la
     assert adaptive_values[0] - adaptive_values[-1] > np.ptp(rectified_values)
 
 
-def test_histograms_dashboard_serves_every_early_step(tmp_path):
-    """The Histograms dashboard asks for 51 points per tag, sampled from those stored: the regular tag of a 120-step run
-    misses some of the first steps, the early tag serves each of them."""
+def test_what_the_dashboards_serve_of_the_gradient_monitor(tmp_path):
+    """With default flags, through the web app's routes: the Histograms dashboard's 51-point sample of a 120-step run
+    misses some of the first steps, the early tag serves each of them (issue 10, item 1); the quantile scalars come
+    with every step (item 2); the Images tab serves the stacked histogram, the PNG written beside the events (item 3).
+    """
     monitor = GradientHistogramMonitor(every_n_steps=1)  # 120 points in grad/log10_abs
     trainer = make_trainer(tmp_path, [monitor], max_steps=120)
     trainer.fit(Model())
     with tensorboard_server(tmp_path) as port:
 
-        def read() -> dict[str, list[int]]:
-            tags = get_json(port, "/data/plugin/histograms/tags").get("version_0", {})
-            return {
-                tag: [
-                    point[1] for point in get_json(port, "/data/plugin/histograms/histograms", run="version_0", tag=tag)
-                ]
-                for tag in tags
-            }  # [wall time, step, buckets] per point
+        def read(plugin: str, route: str) -> dict[str, list]:
+            tags = get_json(port, f"/data/plugin/{plugin}/tags").get("version_0", {})
+            return {tag: get_json(port, f"/data/plugin/{plugin}/{route}", run="version_0", tag=tag) for tag in tags}
 
-        served = poll(read, lambda served: len(served.get("grad/log10_abs", ())) == 51)
+        histograms = poll(lambda: read("histograms", "histograms"), lambda h: len(h.get("grad/log10_abs", ())) == 51)
+        scalars = poll(lambda: read("scalars", "scalars"), lambda s: len(s.get("grad/distortion", ())) == 120)
+        images = poll(lambda: read("images", "images"), lambda i: len(i.get("grad/log10_abs/stacked", ())) == 2)
+        pictures = [
+            get_bytes(port, "/data/plugin/images/individualImage?" + image["query"])
+            for image in images["grad/log10_abs/stacked"]
+        ]
+    served = {tag: [point[1] for point in points] for tag, points in histograms.items()}  # [wall time, step, buckets]
     assert set(served) == {"grad/log10_abs", "grad/log10_abs/early"}
     assert served["grad/log10_abs/early"] == list(range(50))
     assert len(served["grad/log10_abs"]) == 51  # TensorBoard's sample of 120: some early steps are not served
     assert not set(range(20)) <= set(served["grad/log10_abs"])
+    for name in ("p01", "p10", "p50", "p90", "p99"):
+        assert [point[1] for point in scalars[f"grad/log10_abs/{name}"]] == list(range(120))  # [wall time, step, value]
+    levels = np.array(
+        [[point[2] for point in scalars[f"grad/log10_abs/{name}"]] for name in ("p01", "p10", "p50", "p90", "p99")]
+    )
+    assert np.all(np.diff(levels, axis=0) > 0)  # quantiles in order at every step
+    assert [image["step"] for image in images["grad/log10_abs/stacked"]] == [49, 119]
+    for image, png in zip(images["grad/log10_abs/stacked"], pictures, strict=True):
+        assert png == (tmp_path / "version_0" / f"grad_log10_abs_stacked_step{image['step']}.png").read_bytes()
