@@ -15,15 +15,19 @@ What it does:
    with TensorBoard's default flags otherwise, and waits until its HTTP routes serve every run and
    the tag lists stop changing;
 3. reads which tags the runs logged (``/data/plugin/{histograms,scalars,images}/tags``) and plans one
-   screenshot per tab: Histograms (the early-phase tag ``grad/log10_abs/early`` in offset mode, or
-   ``grad/log10_abs`` where a run has no early tag), Time Series, Distributions, Images, Custom
-   Scalars, and Scalars filtered to the quantile and distortion scalars;
-4. opens each view in headless Chromium driven by selenium, its viewport 1440 x 900 CSS pixels (a
-   fresh page per view, tag filters through the URL, clicks where a view needs them: offset mode,
-   closing Time Series' settings pane), polls the page until every chart in view is drawn, no
-   loading indicator shows and the number of drawn marks has stopped changing, then saves the
-   viewport cropped to the dashboard's first section as a 256-colour PNG in ``--screenshots-dir``
-   (default: this directory).
+   screenshot per view: Histograms (the early-phase tag ``grad/log10_abs/early`` in offset mode, or
+   ``grad/log10_abs`` where a run has no early tag; Adam and Adam with warmup, their charts expanded
+   side by side), Time Series, Distributions, Images (the stacked picture of Adam and Adam with
+   warmup at their actual size), Custom Scalars (the "RAdam rectification" category, then the
+   "RAdam gradients" category with the first one collapsed), and Scalars filtered to the quantile
+   and distortion scalars;
+4. opens each view in headless Chromium driven by selenium, its viewport 1440 x 900 CSS pixels
+   (wider where a view puts two large charts side by side; a fresh page per view, tag and run
+   filters through the URL, clicks where a view needs them: offset mode, expanding charts, actual
+   image size, closing Time Series' settings pane, collapsing a category), polls the page until
+   every chart in view is drawn, no loading indicator shows and the number of drawn marks has
+   stopped changing, then saves the viewport cropped to the dashboard's first section(s) as a
+   256-colour PNG in ``--screenshots-dir`` (default: this directory).
 
 A view whose tags are not logged (yet) is still captured, with a warning naming the missing tag.
 The exit status is 1 if a view never finished drawing (its screenshot is then not written).
@@ -65,10 +69,19 @@ ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "examples" / "warmup_study.py"
 METHODS = ("adam", "adam_warmup", "radam")
 RUNS = tuple(f"{method}/seed0" for method in METHODS)
+PAIR = "^(adam|adam_warmup)/"  # run filter of the views that put Adam beside Adam with warmup, large
 PREFIX = "grad"  # GradientHistogramMonitor's default prefix, as the study uses it
 MARGIN = (16, 6)  # pixels kept right of and below what a screenshot keeps
 DEFAULT_STUDY_DIR = Path("runs", "warmup_study")  # the study's own default, so TensorBoard shows the path users see
-SHOTS = ("histograms", "time_series", "distributions", "images", "custom_scalars", "quantiles")  # plan()'s, in order
+SHOTS = (  # plan()'s, in order
+    "histograms",
+    "time_series",
+    "distributions",
+    "images",
+    "custom_scalars",
+    "custom_scalars_gradients",
+    "quantiles",
+)
 
 # JavaScript run in the page. TensorBoard's older dashboards live in shadow DOM, so every query walks
 # the shadow roots too.
@@ -116,6 +129,14 @@ return [Math.max(...kept.map(e => e.getBoundingClientRect().right)), bottom];
 """
 )
 FIND_ONE = DEEP_QUERY + "return deep(document, arguments[0], []).filter(inView)[0] || null;"
+# the elements that match arguments[1] inside the first section in view that matches arguments[0], in document order
+FIND_IN_SECTION = (
+    DEEP_QUERY
+    + """
+const section = deep(document, arguments[0], []).filter(inView)[0];
+return section ? deep(section, arguments[1], []) : [];
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -124,12 +145,16 @@ class Shot:
 
     Attributes:
         name: file name without ``.png``.
-        path: URL path after the server's address (query and ``#dashboard&tagFilter=...``).
+        path: URL path after the server's address (query and ``#dashboard&tagFilter=...&regexInput=...``).
         page: CSS selector of the dashboard's element, in view once the tab is open.
         charts: CSS selector of the chart elements that must be drawn.
         crop: CSS selector of the section to keep; the image is cut below the first ``crop_count`` of them.
         crop_count: how many of the ``crop`` elements in view to keep.
-        click: CSS selectors clicked in order once the page is loaded (e.g. a mode button, a pane's close button).
+        click: CSS selectors clicked in order once the page is loaded, the first element in view of each (e.g. a
+            mode button, a pane's close button).
+        click_in_section: CSS selectors clicked next, every match inside the first ``crop`` section, last first
+            (so that a chart that grows does not move those still to be clicked), e.g. the charts' expand buttons.
+        width: the viewport's width in CSS pixels for this view, at least ``--width`` (None: ``--width``).
         missing: tags the view is meant to show that no run logged (reported; the view is captured anyway).
         empty: nothing to chart (no run logged any tag of the view): the page is captured without charts.
     """
@@ -141,6 +166,8 @@ class Shot:
     crop: str
     crop_count: int = 1
     click: tuple[str, ...] = ()
+    click_in_section: tuple[str, ...] = ()
+    width: int | None = None
     missing: tuple[str, ...] = ()
     empty: bool = False
 
@@ -241,28 +268,33 @@ def tag_filter(*patterns: str) -> str:
     return "^(" + "|".join(patterns) + ")$"
 
 
-def dashboard(name: str, regex: str) -> str:
-    """The URL path of one of TensorBoard's tabbed dashboards, filtered by a tag regex."""
-    return f"#{name}&tagFilter={urllib.parse.quote(regex, safe='')}"
+def dashboard(name: str, regex: str, runs: str = "") -> str:
+    """The URL path of one of TensorBoard's tabbed dashboards, filtered by a tag regex (and a run regex, if given)."""
+    path = f"#{name}&tagFilter={urllib.parse.quote(regex, safe='')}"
+    return path + (f"&regexInput={urllib.parse.quote(runs, safe='')}" if runs else "")
 
 
 def plan(tags: dict[str, dict[str, list[str]]]) -> list[Shot]:
     """The screenshots, from the tags the runs logged; a tag a view is meant to show that no run logged is reported."""
     histograms, scalars, images = tags["histograms"], tags["scalars"], tags["images"]
-    main_tag, early_tag = f"{PREFIX}/log10_abs", f"{PREFIX}/log10_abs/early"
+    main_tag, early_tag, stacked_tag = f"{PREFIX}/log10_abs", f"{PREFIX}/log10_abs/early", f"{PREFIX}/log10_abs/stacked"
     early = early_tag if logged(histograms, re.escape(early_tag)) else main_tag
     no_early = () if early == early_tag else (early_tag,)
     quantiles = rf"{re.escape(main_tag)}/p\d\d|{re.escape(PREFIX)}/distortion"
+    no_quantiles = () if logged(scalars, quantiles) else (f"{main_tag}/p01 ... p99 and {PREFIX}/distortion",)
+    stacked = stacked_tag if logged(images, re.escape(stacked_tag)) else ""  # "": every image
     section = "tf-category-paginated-view"  # one section (tag group) of the tabbed dashboards
     series = urllib.parse.quote(tag_filter(*dict.fromkeys(map(re.escape, (main_tag, early)))), safe="")
     return [
         Shot(
             "histograms",
-            dashboard("histograms", tag_filter(re.escape(early))),
+            dashboard("histograms", tag_filter(re.escape(early)), runs=PAIR),
             page="tf-histogram-dashboard",
             charts="vz-histogram-timeseries",
             crop=section,
             click=("paper-button#offset",),
+            click_in_section=("paper-icon-button[icon=fullscreen]",),  # expanded charts: 700 x 430 CSS pixels
+            width=1840,  # two expanded charts side by side
             missing=no_early,
         ),
         Shot(
@@ -284,22 +316,35 @@ def plan(tags: dict[str, dict[str, list[str]]]) -> list[Shot]:
         ),
         Shot(
             "images",
-            dashboard("images", "stacked" if logged(images, ".*stacked.*") else ""),
+            dashboard("images", tag_filter(re.escape(stacked)) if stacked else "", runs=PAIR),
             page="tf-image-dashboard",
             charts="tf-image-loader",
             crop=section,
-            missing=() if logged(images, ".*") else (f"{main_tag}/stacked (or any image)",),
+            click=(".line-item > paper-checkbox",),  # "Show actual image size" (640 x 400 pixels)
+            width=1760,  # two pictures side by side at their actual size
+            missing=() if stacked else (f"{stacked_tag} (any image is shown instead)",),
             empty=not logged(images, ".*"),
         ),
         Shot("custom_scalars", "#custom_scalars", "tf-custom-scalar-dashboard", charts="vz-line-chart2", crop=section),
+        Shot(
+            "custom_scalars_gradients",
+            "#custom_scalars",
+            "tf-custom-scalar-dashboard",
+            charts="vz-line-chart2",
+            crop=section,
+            crop_count=2,
+            click=("button.heading[open-button]",),  # collapses the first category, "RAdam rectification"
+            missing=no_quantiles,
+            empty=bool(no_quantiles),
+        ),
         Shot(
             "quantiles",
             dashboard("scalars", tag_filter(quantiles)),
             page="tf-scalar-dashboard",
             charts="vz-line-chart2",
             crop=section,
-            missing=() if logged(scalars, quantiles) else (f"{main_tag}/p01 ... p99 and {PREFIX}/distortion",),
-            empty=not logged(scalars, quantiles),
+            missing=no_quantiles,
+            empty=bool(no_quantiles),
         ),
     ]
 
@@ -315,11 +360,16 @@ def chromium(binary: str, driver: str, width: int, height: int) -> Iterator[WebD
     options.add_argument(f"--window-size={width},{height}")
     browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     try:
-        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        set_viewport(browser, width, height)
         yield browser
     finally:
         browser.quit()
+
+
+def set_viewport(browser: WebDriver, width: int, height: int) -> None:
+    """The page's viewport: ``width`` x ``height`` CSS pixels, one device pixel each."""
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
@@ -335,6 +385,14 @@ def find(browser: WebDriver, selector: str, timeout: float, shot: str) -> WebEle
     """The first element in view that matches ``selector``, in the page or any shadow root, once there is one."""
     element = wait_until(lambda: browser.execute_script(FIND_ONE, selector), timeout, f"{shot}: {selector} in view")
     return cast(WebElement, element)
+
+
+def find_in_section(browser: WebDriver, section: str, selector: str, timeout: float, shot: str) -> list[WebElement]:
+    """Every element that matches ``selector`` inside the first ``section`` in view, once there is one."""
+    elements = wait_until(
+        lambda: browser.execute_script(FIND_IN_SECTION, section, selector), timeout, f"{shot}: {selector} in {section}"
+    )
+    return cast(list[WebElement], elements)
 
 
 def wait_drawn(browser: WebDriver, shot: Shot, timeout: float) -> list[int]:
@@ -356,13 +414,18 @@ def wait_drawn(browser: WebDriver, shot: Shot, timeout: float) -> list[int]:
     return history[-1]
 
 
-def take(browser: WebDriver, base: str, shot: Shot, directory: Path, timeout: float) -> Path:
-    """Open the view, click, wait for the charts, save the cropped and quantised PNG."""
+def take(browser: WebDriver, base: str, shot: Shot, directory: Path, size: tuple[int, int], timeout: float) -> Path:
+    """Open the view in a viewport of at least ``size``, click, wait for the charts, save the cropped, quantised PNG."""
     browser.get("about:blank")  # a fresh page: TensorBoard keeps visited dashboards alive in one page
+    set_viewport(browser, max(size[0], shot.width or 0), size[1])
     browser.get(base + "/" + shot.path)
     find(browser, shot.page, timeout, shot.name)
     for selector in shot.click:
         find(browser, selector, timeout, shot.name).click()
+    for selector in shot.click_in_section:
+        for element in reversed(find_in_section(browser, shot.crop, selector, timeout, shot.name)):
+            element.click()
+    browser.execute_script("window.scrollTo(0, 0)")  # a click scrolls its element into view
     charts, _, marks, _ = wait_drawn(browser, shot, timeout)
     crop = browser.execute_script(CROP, shot.crop, shot.crop_count, shot.charts)
     image = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
@@ -427,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for tag in shot.missing:
                         print(f"warning: {shot.name}: no run logged {tag}; the view is captured without it")
                     try:
-                        take(browser, base, shot, screenshots_dir, args.timeout)
+                        take(browser, base, shot, screenshots_dir, (args.width, args.height), args.timeout)
                     except TimeoutError as error:
                         print(f"error: {error}", file=sys.stderr)
                         failed.append(shot.name)
