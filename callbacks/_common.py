@@ -16,7 +16,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary  # type: ignore[import-
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
-from lightning_radam._compat import batches_that_stepped, log_every_n_steps, logger_prefix
+from lightning_radam._compat import batches_that_stepped, log_every_n_steps, logger_prefix, summary_file_writer
 
 from ._distributed import takes_part
 
@@ -105,16 +105,16 @@ def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
 
 
 def _event_file_writer(logger: Logger) -> Any | None:
-    """The open event-file writer of ``logger`` if its ``log_metrics`` would write each metric to it under the
-    metric's own name, one ``simple_value`` per event: Lightning's own ``TensorBoardLogger.log_metrics``, without a
-    ``prefix``. Else ``None``, also once the writer is closed (``SummaryWriter.file_writer`` is then ``None``;
-    ``log_metrics`` opens a new file) and on ranks other than zero (where ``experiment`` is a stand-in)."""
+    """The event-file writer of ``logger`` if its ``log_metrics`` would write each metric to it under the metric's own
+    name, one ``simple_value`` per event: Lightning's own ``TensorBoardLogger.log_metrics``, without a ``prefix``,
+    writing through torch's ``SummaryWriter`` (a closed one is opened again, as ``log_metrics`` would). Else ``None``,
+    also on ranks other than zero (where ``experiment`` is a stand-in)."""
     if not isinstance(logger, TensorBoardLogger) or type(logger).log_metrics is not TensorBoardLogger.log_metrics:
         return None
     if logger_prefix(logger) != "":
         return None
     writer = logger.experiment
-    return writer.file_writer if isinstance(writer, SummaryWriter) else None
+    return summary_file_writer(writer) if isinstance(writer, SummaryWriter) else None
 
 
 def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
@@ -122,7 +122,7 @@ def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> N
 
     To a TensorBoardLogger they go as one event that holds every scalar, which TensorBoard reads as it reads the one
     event per scalar that ``log_metrics`` writes (each a Summary, an Event and a checksummed record: about 30 us
-    apiece). Other loggers, and TensorBoardLoggers with a ``prefix`` or their own ``log_metrics``, get
+    apiece). Other loggers, and TensorBoardLoggers with a ``prefix`` or a ``log_metrics`` of their own, get
     ``log_metrics``.
     """
     if not metrics:
