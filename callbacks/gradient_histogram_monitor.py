@@ -59,9 +59,9 @@ MAX_PICTURE_STEPS = 1024
 MAX_SUBSAMPLE = 2**32
 _CPU_PIECE = 2**18  # elements binned at a time on the CPU: their int32 bucket indices (1 MiB) stay in cache
 # The shift and the mask as 0-dim tensors: a Python int operand is wrapped in a new tensor on every call (~1 us each)
-_SHIFT_FLOAT32 = torch.tensor(21, dtype=torch.int32)
-_SHIFT_BFLOAT16 = torch.tensor(5, dtype=torch.int32)
-_MASK = torch.tensor(NUM_BUCKETS - 1, dtype=torch.int32)
+_SHIFT_FLOAT32 = torch.tensor(21, dtype=torch.int32, device="cpu")  # CPU scalars: fine with any device
+_SHIFT_BFLOAT16 = torch.tensor(5, dtype=torch.int32, device="cpu")
+_MASK = torch.tensor(NUM_BUCKETS - 1, dtype=torch.int32, device="cpu")
 # Below this many elements, count_nonzero costs less than reading the count of bucket 0 first
 _COUNT_ZEROS_BELOW = 4096
 
@@ -169,7 +169,7 @@ def _count_nonzero(tensor: Tensor, counts: Tensor) -> Tensor:
     # costs more than the read); elsewhere reading it would synchronise with the device, so the count is always
     # computed there.
     if tensor.is_cpu and tensor.numel() >= _COUNT_ZEROS_BELOW and int(counts[0]) == 0:
-        return torch.scalar_tensor(tensor.numel(), dtype=torch.int64)
+        return torch.scalar_tensor(tensor.numel(), dtype=torch.int64, device=tensor.device)
     return torch.count_nonzero(tensor)
 
 
