@@ -121,9 +121,8 @@ def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> N
     """Log ``metrics`` at ``step`` to every logger of the Trainer.
 
     To a TensorBoardLogger they go as one event that holds every scalar, which TensorBoard reads as it reads the one
-    event per scalar that ``log_metrics`` writes (each a Summary, an Event and a checksummed record: about 30 us
-    apiece). Other loggers, and TensorBoardLoggers with a ``prefix`` or a ``log_metrics`` of their own, get
-    ``log_metrics``.
+    event per scalar that ``log_metrics`` writes (a Summary, an Event and a checksummed record for each scalar). Other
+    loggers, and TensorBoardLoggers with a ``prefix`` or a ``log_metrics`` of their own, get ``log_metrics``.
     """
     if not metrics:
         return

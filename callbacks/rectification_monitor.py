@@ -50,8 +50,8 @@ def _group_step(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> int:
     CPU step tensors (torch's default) are read without synchronisation; device-resident ones
     (``fused``/``capturable`` optimizers) synchronise once, and this is only called on logging steps.
     """
-    # One state lookup per parameter, and is_cpu rather than device.type (a new string each time): called twice per
-    # logged step for every parameter, this was a tenth of the fixed cost of a logged step at 200 tensors.
+    # One state lookup per parameter, and is_cpu rather than device.type (a new string each time): this runs twice per
+    # logged step for every parameter.
     steps = [state["step"] for state in map(optimizer.state.get, group["params"]) if state and "step" in state]
     if not steps:
         return 0
