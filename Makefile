@@ -54,6 +54,7 @@ tensorboard: venv
 bench: venv
 	$(PY) benchmarks/optimizer_step.py
 	$(PY) benchmarks/monitor_overhead.py
+	$(PY) benchmarks/end_to_end.py
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-oldest build *.egg-info lightning_logs

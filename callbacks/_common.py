@@ -8,14 +8,15 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog  # type: ignore[import-untyped]
+from tensorboard.compat.proto.summary_pb2 import Summary  # type: ignore[import-untyped]
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
-from lightning_radam._compat import batches_that_stepped, log_every_n_steps
+from lightning_radam._compat import batches_that_stepped, log_every_n_steps, logger_prefix, summary_file_writer
 
 from ._distributed import takes_part
 
@@ -103,10 +104,37 @@ def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
 
+def _event_file_writer(logger: Logger) -> Any | None:
+    """The event-file writer of ``logger`` if its ``log_metrics`` would write each metric to it under the metric's own
+    name, one ``simple_value`` per event: Lightning's own ``TensorBoardLogger.log_metrics``, without a ``prefix``,
+    writing through torch's ``SummaryWriter`` (a closed one is opened again, as ``log_metrics`` would). Else ``None``,
+    also on ranks other than zero (where ``experiment`` is a stand-in)."""
+    if not isinstance(logger, TensorBoardLogger) or type(logger).log_metrics is not TensorBoardLogger.log_metrics:
+        return None
+    if logger_prefix(logger) != "":
+        return None
+    writer = logger.experiment
+    return summary_file_writer(writer) if isinstance(writer, SummaryWriter) else None
+
+
 def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
-    if metrics:
-        for logger in trainer.loggers:
+    """Log ``metrics`` at ``step`` to every logger of the Trainer.
+
+    To a TensorBoardLogger they go as one event that holds every scalar, which TensorBoard reads as it reads the one
+    event per scalar that ``log_metrics`` writes (a Summary, an Event and a checksummed record for each scalar). Other
+    loggers, and TensorBoardLoggers with a ``prefix`` or a ``log_metrics`` of their own, get ``log_metrics``.
+    """
+    if not metrics:
+        return
+    summary = None
+    for logger in trainer.loggers:
+        writer = _event_file_writer(logger)
+        if writer is None:
             logger.log_metrics(metrics, step=step)
+            continue
+        if summary is None:
+            summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in metrics.items()])
+        writer.add_summary(summary, step)
 
 
 def _purge_from(writer: Any, step: int) -> None:

@@ -57,6 +57,13 @@ MAX_PICTURE_STEPS = 1024
 # (numel - offset + subsample - 1) // subsample in int64: both stay below 2^63 for any model that fits in memory
 # (fewer than 2^30 tensors, 2^62 elements). A subsample beyond a tensor's size reads 1 element of it per step anyway.
 MAX_SUBSAMPLE = 2**32
+_CPU_PIECE = 2**18  # elements binned at a time on the CPU: their int32 bucket indices (1 MiB) stay in cache
+# The shift and the mask as 0-dim tensors: a Python int operand is wrapped in a new tensor on every call (~1 us each)
+_SHIFT_FLOAT32 = torch.tensor(21, dtype=torch.int32, device="cpu")  # CPU scalars: fine with any device
+_SHIFT_BFLOAT16 = torch.tensor(5, dtype=torch.int32, device="cpu")
+_MASK = torch.tensor(NUM_BUCKETS - 1, dtype=torch.int32, device="cpu")
+# Below this many elements, count_nonzero costs less than reading the count of bucket 0 first
+_COUNT_ZEROS_BELOW = 4096
 
 
 def log2_bucket_counts(tensor: Tensor) -> Tensor:
@@ -67,7 +74,9 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
     hold zero and the subnormals, 1020-1023 the infinities and NaNs. float32 and bfloat16 are binned
     from their own bits (bfloat16 is the upper half of float32, so the buckets are the same); other
     dtypes are converted to float32 first (finite float64 values beyond float32's range saturate
-    into the largest finite bucket; they are not counted as inf).
+    into the largest finite bucket; they are not counted as inf). On the CPU a tensor of more than
+    ``2**18`` elements is binned in pieces of that size, so that its bucket indices stay in cache and
+    the temporary memory stays at 1 MiB.
 
     Args:
         tensor: a floating-point tensor of any shape.
@@ -80,23 +89,33 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
         >>> log2_bucket_counts(torch.tensor([1.0, 1.3, -1.6, 0.0]))[[0, 508, 509, 510]].tolist()
         [1, 1, 1, 1]
     """
-    if tensor.dtype == torch.bfloat16:
-        ids = torch.bitwise_right_shift(tensor.view(torch.int16), 5).bitwise_and_(NUM_BUCKETS - 1)
-    else:
-        if tensor.dtype == torch.float64:  # finite values beyond float32's range saturate: they are not inf
-            limit = torch.finfo(torch.float32).max
-            tensor = torch.where(torch.isfinite(tensor), tensor.clamp(-limit, limit), tensor)
-        if tensor.dtype != torch.float32:
-            tensor = tensor.float()
-        ids = torch.bitwise_right_shift(tensor.view(torch.int32), 21).bitwise_and_(NUM_BUCKETS - 1)
-    return _count_ids(ids.reshape(-1))
+    flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)
+    if not flat.is_cpu or flat.numel() <= _CPU_PIECE:
+        return _count_ids(_bucket_ids(flat))
+    counts = _count_ids(_bucket_ids(flat[:_CPU_PIECE]))
+    for start in range(_CPU_PIECE, flat.numel(), _CPU_PIECE):
+        counts += _count_ids(_bucket_ids(flat[start : start + _CPU_PIECE]))
+    return counts
+
+
+def _bucket_ids(flat: Tensor) -> Tensor:
+    """The bucket of each element of a 1-D floating-point tensor: bits 21-30 of its float32 (bits 5-14 of bfloat16)."""
+    if flat.dtype == torch.bfloat16:
+        return torch.bitwise_right_shift(flat.view(torch.int16), _SHIFT_BFLOAT16).bitwise_and_(_MASK)
+    if flat.dtype == torch.float64:  # finite values beyond float32's range saturate: they are not inf
+        limit = torch.finfo(torch.float32).max
+        flat = torch.where(torch.isfinite(flat), flat.clamp(-limit, limit), flat)
+    if flat.dtype != torch.float32:
+        flat = flat.float()
+    return torch.bitwise_right_shift(flat.view(torch.int32), _SHIFT_FLOAT32).bitwise_and_(_MASK)
 
 
 def _count_ids(ids: Tensor, sync_free: bool | None = None) -> Tensor:
-    # torch.bincount is the fastest count on the CPU, but on CUDA it reads min() and max() back to the host
-    # (two synchronisations per call); index_add_ of ones counts on the device without synchronising.
+    # torch.bincount is the fastest count on the CPU (a serial loop, after a min() and a max() pass), but on CUDA it
+    # reads min() and max() back to the host (two synchronisations per call); index_add_ of ones counts on the device
+    # without synchronising.
     if sync_free is None:
-        sync_free = ids.device.type != "cpu"
+        sync_free = not ids.is_cpu
     if not sync_free:
         return torch.bincount(ids, minlength=NUM_BUCKETS)
     ones = torch.ones((), dtype=torch.int64, device=ids.device).expand(ids.numel())
@@ -126,6 +145,7 @@ def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
 
 
 _LOG10_LOWER, _LOG10_UPPER = (np.log10(edges) for edges in bucket_edges())
+_LOG10_MIDDLE = (_LOG10_LOWER + _LOG10_UPPER) / 2.0
 
 
 def _unscaled(counts: np.ndarray, log10_scale: float) -> np.ndarray:
@@ -145,10 +165,11 @@ def _unscaled(counts: np.ndarray, log10_scale: float) -> np.ndarray:
 
 def _count_nonzero(tensor: Tensor, counts: Tensor) -> Tensor:
     # Exact zeros all fall in bucket 0 (with the subnormals below 0.25 * 2^-126 = 2^-128). On the CPU that count is
-    # read for free, and when it is 0 the full pass of count_nonzero is skipped; elsewhere reading it would
-    # synchronise with the device, so the count is always computed there.
-    if tensor.device.type == "cpu" and int(counts[0]) == 0:
-        return torch.tensor(tensor.numel())
+    # read for free, and when it is 0 the full pass of count_nonzero is skipped (for tensors large enough that the pass
+    # costs more than the read); elsewhere reading it would synchronise with the device, so the count is always
+    # computed there.
+    if tensor.is_cpu and tensor.numel() >= _COUNT_ZEROS_BELOW and int(counts[0]) == 0:
+        return torch.scalar_tensor(tensor.numel(), dtype=torch.int64, device=tensor.device)
     return torch.count_nonzero(tensor)
 
 
@@ -571,10 +592,14 @@ class GradientHistogramMonitor(_StepMonitor):
             return
         lo, hi = occupied[0], occupied[-1] + 1
         bucket = finite[lo:hi].astype(np.float64)
-        lower, upper = _LOG10_LOWER[lo:hi] - log10_scale, _LOG10_UPPER[lo:hi] - log10_scale
-        middle = (lower + upper) / 2.0  # sum and sum_squares are bucket-midpoint estimates
+        middle = _LOG10_MIDDLE[lo:hi] - log10_scale  # sum and sum_squares are bucket-midpoint estimates
+        statistics = {
+            "min": float(_LOG10_LOWER[lo] - log10_scale), "max": float(_LOG10_UPPER[hi - 1] - log10_scale),
+            "num": int(bucket.sum()), "sum": float(bucket @ middle), "sum_squares": float(bucket @ (middle * middle)),
+        }  # fmt: skip
+        # computed once for every logger; as lists, which the histogram proto takes in two thirds of an array's time
+        limits, bucket_counts = (_LOG10_UPPER[lo:hi] - log10_scale).tolist(), bucket.tolist()
         for logger in _tensorboard_loggers(trainer):
             logger.experiment.add_histogram_raw(
-                tag, min=float(lower[0]), max=float(upper[-1]), num=int(bucket.sum()), sum=float(bucket @ middle),
-                sum_squares=float(bucket @ middle**2), bucket_limits=upper, bucket_counts=bucket, global_step=step,
-            )  # fmt: skip
+                tag, **statistics, bucket_limits=limits, bucket_counts=bucket_counts, global_step=step
+            )

@@ -50,13 +50,16 @@ def _group_step(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> int:
     CPU step tensors (torch's default) are read without synchronisation; device-resident ones
     (``fused``/``capturable`` optimizers) synchronise once, and this is only called on logging steps.
     """
-    steps = [optimizer.state[p]["step"] for p in group["params"] if "step" in optimizer.state.get(p, ())]
+    # One state lookup per parameter, and is_cpu rather than device.type (a new string each time): this runs twice per
+    # logged step for every parameter.
+    steps = [state["step"] for state in map(optimizer.state.get, group["params"]) if state and "step" in state]
     if not steps:
         return 0
-    on_device = [s.reshape(()) for s in steps if torch.is_tensor(s) and s.device.type != "cpu"]
-    numbers = [float(s) for s in steps if not (torch.is_tensor(s) and s.device.type != "cpu")]
-    if on_device:
-        numbers.append(float(torch.stack([t.to(on_device[0].device) for t in on_device]).max()))
+    on_device = [s.reshape(()) for s in steps if isinstance(s, Tensor) and not s.is_cpu]
+    if not on_device:
+        return int(max(map(float, steps)))
+    numbers = [float(s) for s in steps if not (isinstance(s, Tensor) and not s.is_cpu)]
+    numbers.append(float(torch.stack([t.to(on_device[0].device) for t in on_device]).max()))
     return int(max(numbers))
 
 

@@ -13,6 +13,9 @@ private name can go missing at run time, the code here degrades to public behavi
   are gradients still scaled in ``on_before_optimizer_step``?); falls back to reading the flag above.
 - ``trainer.fit_loop.epoch_loop._batches_that_stepped`` (the monitors: the step ``self.log`` uses);
   falls back to ``trainer.global_step``, equal to it with one optimizer in automatic optimization.
+- ``logger._prefix`` of Lightning's loggers (their ``prefix`` argument, which ``log_metrics`` puts before every
+  name): the monitors write the scalars of a step as one event to a TensorBoardLogger without a prefix; where it
+  cannot be read, :func:`logger_prefix` returns ``None`` and they go through ``log_metrics``, one event per scalar.
 - ``torch.nn.modules.batchnorm._NormBase`` (the mixin: batch and instance norms are not decayed);
   falls back to the public batch and instance norm classes.
 
@@ -38,6 +41,7 @@ __all__ = [
     "amp_scaling_inputs",
     "batches_that_stepped",
     "fused_adam",
+    "logger_prefix",
     "optimizer_handles_unscaling",
 ]
 
@@ -177,6 +181,17 @@ def summary_file_writer(writer: Any) -> Any:
 def log_every_n_steps(trainer: pl.Trainer) -> int:
     """The Trainer's ``log_every_n_steps`` (0 turns Lightning's logging off), set by its logger connector."""
     return int(getattr(trainer, "log_every_n_steps", 50))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Lightning's loggers
+
+
+def logger_prefix(logger: Any) -> str | None:
+    """The ``prefix`` that ``logger.log_metrics`` puts before every metric name (joined with
+    ``logger.LOGGER_JOIN_CHAR``; ``""`` for none), or ``None`` if the logger keeps none we can read."""
+    prefix = getattr(logger, "_prefix", None)
+    return prefix if isinstance(prefix, str) else None
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -32,9 +32,27 @@ from lightning_radam.callbacks import (
 )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-def test_histogram_monitor_counts_equal_numpy(tmp_path, dtype):
-    gradients = known_gradients()
+def _tiled(gradients: dict, tiles: int, zeros: bool) -> dict:
+    """``w`` repeated ``tiles`` times; without ``zeros``, also without anything in bucket 0 (zeros and |w| < 2^-128)."""
+    w = gradients["w"].repeat(tiles)
+    return {**gradients, "w": w if zeros else w[w.float().abs() >= 2.0**-126]}
+
+
+# The paths through log2_bucket_counts and _count_nonzero: (dtype, tiles of known_gradients()["w"], zeros kept)
+PATHS = [
+    *(pytest.param(dtype, 1, True, id=str(dtype)[6:]) for dtype in (torch.float32, torch.bfloat16, torch.float16)),
+    pytest.param(torch.float64, 1, True, id="float64"),  # w: 3,050 elements, below 4096: count_nonzero
+    pytest.param(torch.float32, 2, True, id="zeros"),  # 6,100 elements with zeros: count_nonzero
+    pytest.param(torch.float32, 2, False, id="bucket_0_empty"),  # 4096 or more, bucket 0 empty: no pass over them
+    # more than 2 * 2^18 elements, binned in three pieces, each converted to float32 on its own
+    *(pytest.param(dtype, 180, True, id=f"pieces-{str(dtype)[6:]}") for dtype in (torch.float32, torch.float64)),
+    pytest.param(torch.bfloat16, 180, True, id="pieces-bfloat16"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "tiles", "zeros"), PATHS)
+def test_histogram_monitor_counts_equal_numpy(tmp_path, dtype, tiles, zeros):
+    gradients = _tiled(known_gradients(), tiles, zeros)
     model = Model(gradients=gradients, dtype=dtype)
     trainer = make_trainer(tmp_path, [GradientHistogramMonitor(layers=r"^w$")], max_steps=2)
     trainer.fit(model)

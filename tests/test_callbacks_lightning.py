@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import Model, make_trainer, read_events, scalar_series
+from helpers import Model, event_log, known_gradients, make_trainer, read_events, scalar_series
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_radam import RAdam
 from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, monitoring_layout
+from lightning_radam.callbacks._common import _log_scalars
 from lightning_radam.rectification import rho_t
 
 
@@ -119,6 +122,55 @@ class TwoOptimizerModel(Model):
 
     def configure_optimizers(self):
         return RAdam(self.hidden.parameters(), lr=1e-2), torch.optim.Adam(self.out.parameters(), lr=1e-3)
+
+
+class PerScalarTensorBoardLogger(TensorBoardLogger):
+    """A TensorBoardLogger with a log_metrics of its own, as a user's may have: the monitors call it."""
+
+    def log_metrics(self, metrics, step=None):
+        super().log_metrics(metrics, step)
+
+
+def scalar_events(log_dir):
+    """``(step, sorted tags)`` of every event that holds scalars, from every event file of a run."""
+    events = [
+        e
+        for path in sorted(Path(log_dir).glob("events.out.tfevents.*"))
+        for e in LegacyEventFileLoader(str(path)).Load()
+    ]
+    tags = [(e.step, sorted(v.tag for v in e.summary.value if v.HasField("simple_value"))) for e in events]
+    return [(step, names) for step, names in tags if names]
+
+
+def test_monitors_write_the_scalars_of_a_step_as_one_event_read_as_log_metrics_writes_them(tmp_path):
+    log_dirs = {}
+    for kind in (TensorBoardLogger, PerScalarTensorBoardLogger):
+        logger = kind(tmp_path / kind.__name__, name="", version=0, default_hp_metric=False)
+        model = Model(gradients=known_gradients(finite_only=True), make_optimizer=lambda p: RAdam(p, lr=0.0))
+        make_trainer(tmp_path, both(), max_steps=3, logger=logger).fit(model)
+        log_dirs[kind] = logger.log_dir
+    one_event, per_scalar = (scalar_events(log_dirs[kind]) for kind in log_dirs)
+    assert all(len(tags) == 1 for _, tags in per_scalar)  # log_metrics: one event per scalar
+    for step in range(3):  # ours: one event per monitor and step, holding every scalar of that step
+        for family in ("radam/", "grad/"):
+            events = [tags for s, tags in one_event if s == step and tags[0].startswith(family)]
+            assert events == [sorted(tags[0] for s, tags in per_scalar if s == step and tags[0].startswith(family))]
+    assert event_log(log_dirs[TensorBoardLogger]) == event_log(log_dirs[PerScalarTensorBoardLogger])
+
+
+def test_monitor_scalars_reach_a_prefixed_or_closed_tensorboard_logger(tmp_path):
+    prefixed = TensorBoardLogger(tmp_path, name="prefixed", version=0, prefix="run")
+    closed = TensorBoardLogger(tmp_path, name="closed", version=0)
+    closed.experiment.close()  # as after a fit: a new event file is opened, as log_metrics would
+    trainer = make_trainer(tmp_path, [], logger=[prefixed, closed])
+    _log_scalars(trainer, {"a": 1.5, "b": 2.5}, 7)
+    _log_scalars(trainer, {"a": 3.5, "b": 4.5}, 8)
+    for logger in (prefixed, closed):
+        logger.finalize("success")
+    assert event_log(prefixed.log_dir)["scalars"] == {"run-a": [(7, 1.5), (8, 3.5)], "run-b": [(7, 2.5), (8, 4.5)]}
+    assert scalar_events(prefixed.log_dir) == [(7, ["run-a"]), (7, ["run-b"]), (8, ["run-a"]), (8, ["run-b"])]
+    assert event_log(closed.log_dir)["scalars"] == {"a": [(7, 1.5), (8, 3.5)], "b": [(7, 2.5), (8, 4.5)]}
+    assert scalar_events(closed.log_dir) == [(7, ["a", "b"]), (8, ["a", "b"])]
 
 
 def test_monitors_with_two_optimizers_and_manual_optimization(tmp_path):

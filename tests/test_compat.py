@@ -9,8 +9,8 @@ import math
 import lightning as L
 import pytest
 import torch
-from helpers import Model, make_trainer
-from lightning.pytorch.loggers import Logger
+from helpers import Model, make_trainer, read_events
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
@@ -203,6 +203,24 @@ def test_compat_batches_that_stepped_is_the_step_that_self_log_uses(tmp_path):
     assert read == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2}  # optimizer steps before the batch, not batches
     assert {batch: steps[0] for batch, steps in logger.steps.items()} == read  # first sent at the step read
     assert trainer.global_step == _compat.batches_that_stepped(trainer) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Lightning's loggers: _prefix
+
+
+@pytest.mark.parametrize("logger_class", [TensorBoardLogger, CSVLogger])
+@pytest.mark.parametrize("prefix", ["", "run"])
+def test_compat_logger_prefix_is_what_log_metrics_puts_before_every_name(tmp_path, logger_class, prefix):
+    logger = logger_class(tmp_path, name="", version=0, prefix=prefix)
+    assert _compat.logger_prefix(logger) == prefix
+    logger.log_metrics({"a/b": 1.5}, step=3)
+    logger.finalize("success")
+    expected = f"{prefix}{logger.LOGGER_JOIN_CHAR}a/b" if prefix else "a/b"
+    if logger_class is TensorBoardLogger:
+        assert read_events(logger.log_dir).Tags()["scalars"] == [expected]
+    else:
+        assert (tmp_path / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",") == [expected, "step"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
