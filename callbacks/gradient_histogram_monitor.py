@@ -357,8 +357,12 @@ class GradientHistogramMonitor(_StepMonitor):
         if on_distortion not in _ON_DISTORTION:
             raise ValueError(f"Invalid on_distortion: {on_distortion!r} (expected one of {_ON_DISTORTION})")
         self.on_distortion = on_distortion
-        DistortionAlarm(_LOG10_LOWER[:1], _LOG10_UPPER[:1], distortion_threshold, distortion_steps)  # checks both
-        self.distortion_threshold, self.distortion_steps = float(distortion_threshold), distortion_steps
+        if isinstance(distortion_threshold, bool) or not isinstance(distortion_threshold, int | float):
+            raise TypeError(f"Invalid distortion_threshold: expected a number of decades, got {distortion_threshold!r}")
+        if not 0.0 < distortion_threshold < math.inf:
+            raise ValueError(f"Invalid distortion_threshold: {distortion_threshold} (expected a finite number > 0)")
+        self.distortion_threshold = float(distortion_threshold)
+        self.distortion_steps = _check_every_n_steps(distortion_steps, "distortion_steps")
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
         self._write_histograms = True
@@ -559,7 +563,7 @@ class GradientHistogramMonitor(_StepMonitor):
                 if step < min(self.early_steps, HISTOGRAMS_DASHBOARD_POINTS):  # every point drawn by the dashboard
                     self._write(trainer, f"{item.prefix}log10_abs/early", counts[0], step, item.log10_scale)
                 history = self._history.setdefault(index, _History())
-                history.add(step, unscaled, self.early_steps)
+                history.add(step, unscaled.copy(), self.early_steps)  # a row of its own, not a view of all rows
                 if step == self.early_steps - 1:
                     self._draw(trainer, index)
 
