@@ -28,8 +28,9 @@ names the CPU and the floating-point kernels in use (the losses of single runs d
 Default: 6 post-LN layers, d=64, 4 heads, batch 16 x 32 characters, b2 = 0.98, lr 5e-3,
 400 steps (four times 2 / (1 - b2)), seeds 0 1 2: Adam without warmup stalls in this regime,
 while Adam with warmup trains. Each run also logs the gradient histograms of
-:class:`~lightning_radam.callbacks.GradientHistogramMonitor` (``grad/log10_abs``, every
-``--histogram-every`` steps) and the ``radam/group0/*`` scalars of
+:class:`~lightning_radam.callbacks.GradientHistogramMonitor` (``grad/log10_abs``, every step of its 50-step
+early phase, then every ``--histogram-every`` steps; the quantiles, ``grad/distortion`` and the alarm, whose
+warning Adam without warmup gets near step 10) and the ``radam/group0/*`` scalars of
 :class:`~lightning_radam.callbacks.RectificationMonitor` (``rho_t``, ``r_t``, the variance of the
 adaptive learning rate).
 
