@@ -202,6 +202,7 @@ class RectificationMonitor(_StepMonitor):
         metrics: dict[str, float] = {}
         layer_stats: list[tuple[Tensor, int, Tensor]] = []  # per layer: (std, mean) of log10 l, its numel, v_t
         layer_rows: list[tuple[str, float]] = []
+        variances: dict[float, tuple[float, float]] = {}  # rho_t -> the exact and first-order variances
         for index, item in pending.items():
             self._last_logged[index] = step
             optimizer = item.optimizer
@@ -225,9 +226,11 @@ class RectificationMonitor(_StepMonitor):
                     {key + "step": float(t), key + "rho_t": rho, key + "r_t": r, key + "rectified": float(rectified)}
                 )
                 if rho > 4.0:
-                    variance = variance_adaptive_lr(rho)
+                    if rho not in variances:  # groups with the same step and beta2 (RAdamMixin's two) share them
+                        variances[rho] = (variance_adaptive_lr(rho), variance_adaptive_lr_first_order(rho))
+                    variance, first_order = variances[rho]
                     metrics[key + "var_adaptive_lr"] = variance
-                    metrics[key + "var_adaptive_lr_first_order"] = variance_adaptive_lr_first_order(rho)
+                    metrics[key + "var_adaptive_lr_first_order"] = first_order
                     metrics[key + "var_rectified_lr"] = r * r * variance
                     for name in ("var_adaptive_lr", "var_adaptive_lr_first_order", "var_rectified_lr"):
                         metrics[key + name + "_log10"] = math.log10(metrics[key + name])
