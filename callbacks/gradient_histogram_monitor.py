@@ -192,9 +192,10 @@ class DistortionWarning(UserWarning):
 class _History:
     """The global histograms of the logged steps, kept on the host for the stacked picture.
 
-    Bounded: beyond ``MAX_PICTURE_STEPS`` steps every other step after the early phase is dropped, so a long
-    run keeps an evenly thinned record. Saved in the callback's checkpointed state as int64 tensors (cropped to the
-    occupied buckets), so that the picture drawn at the end of a resumed fit starts at step 0.
+    Bounded: beyond ``MAX_PICTURE_STEPS`` steps every other step after the early phase is dropped (of all steps, if
+    the early phase alone is longer), so a long run keeps an evenly thinned record. Saved in the callback's
+    checkpointed state as int64 tensors (cropped to the occupied buckets), so that the picture drawn at the end of a
+    resumed fit starts at step 0.
     """
 
     def __init__(self, steps: list[int] | None = None, rows: list[np.ndarray] | None = None) -> None:
@@ -206,7 +207,8 @@ class _History:
         self.rows.append(row)
         if len(self.steps) > MAX_PICTURE_STEPS:
             late = [i for i, s in enumerate(self.steps) if s >= early_steps]
-            drop = set(late[1:-1:2])  # every other later step, the first and the last kept
+            candidates = late if len(late) > 2 else range(len(self.steps))  # an early phase longer than the bound
+            drop = set(candidates[1:-1:2])  # every other (later) step, the first and the last kept
             self.steps = [s for i, s in enumerate(self.steps) if i not in drop]
             self.rows = [r for i, r in enumerate(self.rows) if i not in drop]
 

@@ -279,3 +279,19 @@ def test_histogram_monitor_alarm_survives_a_resume(tmp_path):
     assert monitor.alarm_step == 9
     _, distortion = scalar_series(read_events(second.logger.log_dir), "grad/distortion")
     np.testing.assert_allclose(distortion[-8:], 0.35 * np.arange(12, 20), rtol=0, atol=0.06)  # still from step 0
+
+
+@pytest.mark.parametrize(("early_steps", "every", "steps"), [(50, 1, 5000), (50, 50, 200_000), (10_000, 1, 3000)])
+def test_histogram_monitor_picture_history_stays_bounded(early_steps, every, steps):
+    """The host-side record of the picture keeps at most MAX_PICTURE_STEPS steps, the first and the last, and the
+    early phase whole when it fits."""
+    history = gradient_histogram_monitor._History()
+    row = np.zeros(1020, dtype=np.int64)
+    logged = [s for s in range(steps) if s < early_steps or s % every == 0]
+    for step in logged:
+        history.add(step, row, early_steps)
+    assert len(history.steps) <= gradient_histogram_monitor.MAX_PICTURE_STEPS
+    assert (history.steps[0], history.steps[-1]) == (0, logged[-1])
+    assert history.steps == sorted(set(history.steps))
+    if early_steps < gradient_histogram_monitor.MAX_PICTURE_STEPS:
+        assert history.steps[:early_steps] == list(range(early_steps))
