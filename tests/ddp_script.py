@@ -53,10 +53,12 @@ def main():
     model = Regressor(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.01)
     strategy = "ddp" if args.devices > 1 else "auto"
     logger = TensorBoardLogger(args.out, name="tb", version=0)
+    # on_distortion="stop": every rank takes the stop decision at each step of the alarm's window (a collective)
+    monitors = [RectificationMonitor(), GradientHistogramMonitor(layers=r"weight", on_distortion="stop")]
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=logger,
         log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        use_distributed_sampler=False, callbacks=[RectificationMonitor(), GradientHistogramMonitor(layers=r"weight")],
+        use_distributed_sampler=False, callbacks=monitors,
     )  # fmt: skip
     trainer.fit(model, loader)
     state = trainer.optimizers[0].state_dict()

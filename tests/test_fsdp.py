@@ -110,7 +110,7 @@ def fit(out: Path, layout: str, rank: int) -> None:
         accelerator="cpu", devices=RANKS, strategy=strategy, max_steps=STEPS,
         logger=TensorBoardLogger(out, name=layout, version=0), log_every_n_steps=1, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False,
-        callbacks=[RectificationMonitor(layers=".*"), GradientHistogramMonitor(layers=".*")],
+        callbacks=[RectificationMonitor(layers=".*"), GradientHistogramMonitor(layers=".*", on_distortion="stop")],
     )  # fmt: skip
     trainer.fit(model, data(rank))
     optimizer = trainer.optimizers[0]
