@@ -223,10 +223,12 @@ class _StepMonitor(Callback):
 
     def _logging_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> tuple[int, int] | None:
         """``(step, optimizer index)`` if this optimizer step is logged here, else ``None``; host-side only."""
+        step = _logged_step(trainer)
+        if not self._scheduled(step):  # first the schedule, so other ranks scan the parameters on logging steps only
+            return None
         if not takes_part(trainer, optimizer):  # rank zero; every rank where parameters are DTensors (FSDP2)
             return None
-        step = _logged_step(trainer)
         index = _optimizer_index(trainer, optimizer)
-        if not self._scheduled(step) or step <= self._last_logged.get(index, -1):
+        if step <= self._last_logged.get(index, -1):
             return None
         return step, index

@@ -145,6 +145,7 @@ def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
 
 
 _LOG10_LOWER, _LOG10_UPPER = (np.log10(edges) for edges in bucket_edges())
+_FINITE_LOWER, _FINITE_UPPER = _LOG10_LOWER[:_FIRST_NONFINITE], _LOG10_UPPER[:_FIRST_NONFINITE]  # the finite buckets
 _LOG10_MIDDLE = (_LOG10_LOWER + _LOG10_UPPER) / 2.0
 
 
@@ -408,8 +409,7 @@ class GradientHistogramMonitor(_StepMonitor):
             self._alarms[int(i)].load_state_dict(state)
 
     def _new_alarm(self) -> DistortionAlarm:
-        lower, upper = _LOG10_LOWER[:_FIRST_NONFINITE], _LOG10_UPPER[:_FIRST_NONFINITE]
-        return DistortionAlarm(lower, upper, self.distortion_threshold, self.distortion_steps)
+        return DistortionAlarm(_FINITE_LOWER, _FINITE_UPPER, self.distortion_threshold, self.distortion_steps)
 
     def _raise_alarm(self, trainer: pl.Trainer, alarm: DistortionAlarm) -> None:
         """One rank-zero warning with the alarm's message; ``on_distortion="stop"`` also stops after this batch."""
@@ -468,11 +468,11 @@ class GradientHistogramMonitor(_StepMonitor):
         pending = _Pending(prefix=f"{self.prefix}/{_optimizer_prefix(trainer, index)}")
         counts, nonzero, numel = [], [], 0
         likes, layers = [], []  # the gradients, and the indices of those with their own histogram
+        offset = self._schedule_index(step) % self.subsample  # consecutive *logged* steps cover every element
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                offset = self._schedule_index(step) % self.subsample  # consecutive *logged* steps cover every element
                 grad = local_tensor(p.grad)  # a DTensor's shard on this rank (FSDP2), else the whole gradient
                 grad = grad if self.subsample == 1 else grad.reshape(-1)[offset :: self.subsample]
                 counts.append(log2_bucket_counts(grad))
@@ -540,8 +540,8 @@ class GradientHistogramMonitor(_StepMonitor):
             finite = counts[:, :_FIRST_NONFINITE]
             levels = quantiles(
                 finite,
-                _LOG10_LOWER[:_FIRST_NONFINITE] - item.log10_scale,
-                _LOG10_UPPER[:_FIRST_NONFINITE] - item.log10_scale,
+                _FINITE_LOWER - item.log10_scale,
+                _FINITE_UPPER - item.log10_scale,
             )
             for tag, row in zip(item.tags, levels, strict=True):
                 scalars.update(
@@ -560,10 +560,10 @@ class GradientHistogramMonitor(_StepMonitor):
             if alarm.alarm_step == step and self.on_distortion != "ignore":
                 self._raise_alarm(trainer, alarm)
             if self._write_histograms:
-                for tag, row in zip(item.tags, counts, strict=True):
-                    self._write(trainer, tag, row, step, item.log10_scale)
-                if step < min(self.early_steps, HISTOGRAMS_DASHBOARD_POINTS):  # every point drawn by the dashboard
-                    self._write(trainer, f"{item.prefix}log10_abs/early", counts[0], step, item.log10_scale)
+                early = step < min(self.early_steps, HISTOGRAMS_DASHBOARD_POINTS)  # every point drawn by the dashboard
+                for i, (tag, row) in enumerate(zip(item.tags, counts, strict=True)):
+                    tags = [tag, f"{item.prefix}log10_abs/early"] if i == 0 and early else [tag]
+                    self._write(trainer, tags, row, step, item.log10_scale)
                 history = self._history.setdefault(index, _History())
                 history.add(step, unscaled.copy(), self.early_steps)  # a row of its own, not a view of all rows
                 if step == self.early_steps - 1:
@@ -581,7 +581,7 @@ class GradientHistogramMonitor(_StepMonitor):
         step = self._drawn[index] = history.steps[-1]
         tag = f"{self.prefix}/{_optimizer_prefix(trainer, index)}log10_abs/stacked"
         rgb = render_stacked_histogram(
-            history.steps, np.stack(history.rows), _LOG10_LOWER[:_FIRST_NONFINITE], _LOG10_UPPER[:_FIRST_NONFINITE],
+            history.steps, np.stack(history.rows), _FINITE_LOWER, _FINITE_UPPER,
             title=f"{tag}, steps {history.steps[0]}-{step}",
         )  # fmt: skip
         png = encode_png(rgb)
@@ -591,7 +591,8 @@ class GradientHistogramMonitor(_StepMonitor):
             path = Path(logger.log_dir) / f"{tag.replace('/', '_')}_step{step}.png"
             path.write_bytes(png)
 
-    def _write(self, trainer: pl.Trainer, tag: str, counts: np.ndarray, step: int, log10_scale: float) -> None:
+    def _write(self, trainer: pl.Trainer, tags: list[str], counts: np.ndarray, step: int, log10_scale: float) -> None:
+        """One histogram of bucket counts, under each of ``tags``, to every TensorBoardLogger."""
         finite = counts[:_FIRST_NONFINITE]
         occupied = np.flatnonzero(finite)
         if occupied.size == 0:
@@ -606,6 +607,7 @@ class GradientHistogramMonitor(_StepMonitor):
         # computed once for every logger; as lists, which the histogram proto takes in two thirds of an array's time
         limits, bucket_counts = (_LOG10_UPPER[lo:hi] - log10_scale).tolist(), bucket.tolist()
         for logger in _tensorboard_loggers(trainer):
-            logger.experiment.add_histogram_raw(
-                tag, **statistics, bucket_limits=limits, bucket_counts=bucket_counts, global_step=step
-            )
+            for tag in tags:
+                logger.experiment.add_histogram_raw(
+                    tag, **statistics, bucket_limits=limits, bucket_counts=bucket_counts, global_step=step
+                )

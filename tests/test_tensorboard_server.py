@@ -39,15 +39,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get_json(port: int, route: str, **params: str) -> Any:
-    query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}{query}", timeout=REQUEST_TIMEOUT) as response:
-        return json.loads(response.read())
-
-
 def get_bytes(port: int, route: str) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=REQUEST_TIMEOUT) as response:
         return response.read()
+
+
+def get_json(port: int, route: str, **params: str) -> Any:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    return json.loads(get_bytes(port, route + query))
 
 
 def chart_series(port: int, run: str, layout: dict) -> dict[tuple[str, str, str], dict[str, list]]:
