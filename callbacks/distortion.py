@@ -66,6 +66,8 @@ def _check_counts(counts: Any, size: int, name: str) -> np.ndarray:
         raise ValueError(f"Invalid {name}: expected a shape (..., {size}) of bucket counts, got {array.shape}")
     if array.dtype.kind not in "biuf":
         raise ValueError(f"Invalid {name}: expected real counts, got dtype {array.dtype}")
+    if array.dtype.kind in "bu" or (array.dtype.kind == "i" and (array.size == 0 or array.min() >= 0)):
+        return array.astype(np.float64)  # integers: finite, and one pass tells that none is negative
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array) & (array >= 0)):
         bad = array[~(np.isfinite(array) & (array >= 0))].flat[0]
@@ -75,6 +77,8 @@ def _check_counts(counts: Any, size: int, name: str) -> np.ndarray:
 
 def _quantiles(counts: np.ndarray, lower: np.ndarray, upper: np.ndarray, q: np.ndarray) -> np.ndarray:
     """:func:`quantiles` of checked finite-bucket counts ``(..., K)``."""
+    if counts.shape[-1] == 0:  # no bucket at all
+        return np.full(counts.shape[:-1] + (q.size,), np.nan)
     rows = counts.reshape(-1, counts.shape[-1])
     cumulative = np.cumsum(rows, axis=-1)
     result = np.full((rows.shape[0], q.size), np.nan)
@@ -253,6 +257,7 @@ class DistortionAlarm:
         self, lower: Any, upper: Any, threshold: float = DEFAULT_THRESHOLD, early_steps: int = DEFAULT_EARLY_STEPS
     ) -> None:
         self._finite, self._lower, self._upper = _check_edges(lower, upper)
+        self._all_finite = bool(self._finite.all())
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold < np.inf:
             raise ValueError(f"Invalid threshold: {threshold!r} (expected a finite number of decades > 0)")
         if isinstance(early_steps, bool) or not isinstance(early_steps, int) or early_steps < 1:
@@ -290,7 +295,7 @@ class DistortionAlarm:
         row = _check_counts(counts, self._finite.size, "counts")
         if row.ndim != 1:
             raise ValueError(f"Invalid counts: expected one histogram of shape ({self._finite.size},), got {row.shape}")
-        row = row[self._finite]
+        row = row if self._all_finite else row[self._finite]
         if not row.sum() > 0:
             return float("nan")
         if self._reference is None:
@@ -299,7 +304,10 @@ class DistortionAlarm:
             self._reference = (int(step), row)
             return 0.0
         reference_step, reference = self._reference
-        score = float(_down_up(row, reference, self._lower, self._upper)[0])
+        # the CDFs are equal (0, then 1) outside the buckets that either histogram occupies: only those are integrated
+        occupied = np.flatnonzero(row + reference)
+        span = slice(occupied[0], occupied[-1] + 1)
+        score = float(_down_up(row[span], reference[span], self._lower[span], self._upper[span])[0])
         if self.alarm_step is None and step < self.early_steps and score >= self.threshold:
             self.alarm_step = int(step)
             self.message = self._message(reference_step, reference, self.alarm_step, row, score)

@@ -60,8 +60,8 @@ def _plan_step(
     step: int, beta1: float, beta2: float, lr: float, threshold: float, degenerated_to_sgd: bool
 ) -> _StepPlan:
     """Host-side float64 coefficients of one step: whether it is rectified, and its step size."""
-    rho_tensor = _rho_t(torch.tensor(float(step), dtype=torch.float64), beta2)
-    r, rho = float(_r_t(rho_tensor, beta2)), float(rho_tensor)
+    rho = _rho_t(float(step), beta2)  # Python floats: microseconds, on every step
+    r = _r_t(rho, beta2)
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
     if rho > threshold:

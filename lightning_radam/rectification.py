@@ -14,7 +14,9 @@ defined only for :math:`\rho_t > 4` (the paper's "intractable" region is :math:`
     r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}.
 
 Every function works in float64 on Python numbers (returning ``float``), on NumPy arrays
-(returning arrays) and on tensors (returning float64 tensors on the same device). Degenerate
+(returning arrays) and on tensors (returning float64 tensors on the same device). Each formula is written
+once, over the operations it needs: a single number is computed with Python's ``math`` (microseconds, as
+the optimizer and the monitors need on every step), arrays and tensors with torch. Degenerate
 inputs never produce ``inf`` or ``NaN``: a step may be ``inf``, where :func:`rho_t` is its limit
 :math:`\rho_\infty` and :func:`r_t` its limit 1; :func:`r_t` is ``0`` wherever it is undefined
 (:math:`\rho_t \le 4`, which covers every step when :math:`\beta_2 \le 0.6`);
@@ -59,8 +61,41 @@ Number = TypeVar("Number", float, np.ndarray, torch.Tensor)
 _STIRLING_MIN_RHO = 20.0
 
 
+class _Math:
+    """The operations of the formulas below on one Python float, under torch's names (``torch`` itself is the other
+    backend): ``where`` picks a branch, both of which the formulas keep finite."""
+
+    exp, expm1, log, lgamma, sqrt = (staticmethod(f) for f in (math.exp, math.expm1, math.log, math.lgamma, math.sqrt))
+
+    @staticmethod
+    def where(condition: bool, a: float, b: float) -> float:
+        return a if condition else b
+
+    @staticmethod
+    def full_like(x: float, value: float) -> float:
+        return value
+
+    @staticmethod
+    def zeros_like(x: float) -> float:
+        return 0.0
+
+    @staticmethod
+    def ones_like(x: float) -> float:
+        return 1.0
+
+    @staticmethod
+    def nan_to_num(x: float, nan: float) -> float:
+        return nan if math.isnan(x) else x
+
+
+def _backend(x: Any) -> Any:
+    """The operations for ``x``: :class:`_Math` for a Python float, else ``torch``."""
+    return _Math if isinstance(x, float) else torch
+
+
 def _as_float64(x: Any, name: str) -> tuple[Any, str]:
-    """Return ``(x as float64, kind)`` where kind is ``"scalar"``, ``"numpy"`` or ``"torch"``.
+    """Return ``(x as float64, kind)`` where kind is ``"scalar"`` (a Python float), ``"numpy"`` or ``"torch"``
+    (float64 tensors).
 
     Python ints beyond the float range become +-inf: the nearest float64, and for a step the limit ``t -> inf``.
     """
@@ -80,22 +115,21 @@ def _as_float64(x: Any, name: str) -> tuple[Any, str]:
         return torch.as_tensor(array.astype(np.float64)), "numpy"
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise TypeError(f"Invalid {name}: expected a number, array or tensor, got {type(x).__name__} {shown_repr(x)}")
-    return torch.tensor(real(x, f"Invalid {name}"), dtype=torch.float64), "scalar"
+    return real(x, f"Invalid {name}"), "scalar"
 
 
-def _back(x: torch.Tensor, kind: str) -> Any:
-    if kind == "scalar":
-        return x.item()
-    if kind == "numpy":
-        return x.numpy()
-    return x
+def _back(x: Any, kind: str) -> Any:
+    return x.numpy() if kind == "numpy" else x
 
 
-def _check_steps(t: torch.Tensor) -> None:
-    bad = ~(t >= 1) | (t != torch.floor(t))
-    if bool(bad.any()):
-        value = t[bad].flatten()[0].item()
-        raise ValueError(f"Invalid step: {value} (steps are integers >= 1)")
+def _check_steps(t: Any) -> None:
+    if isinstance(t, float):
+        bad = None if t >= 1 and (t == math.inf or t.is_integer()) else t
+    else:
+        mask = ~(t >= 1) | (t != torch.floor(t))
+        bad = t[mask].flatten()[0].item() if bool(mask.any()) else None
+    if bad is not None:
+        raise ValueError(f"Invalid step: {bad} (steps are integers >= 1)")
 
 
 def rho_inf(beta2: float) -> float:
@@ -115,16 +149,17 @@ def rho_inf(beta2: float) -> float:
     return 2.0 / (1.0 - beta2) - 1.0
 
 
-def _rho_t(t: torch.Tensor, beta2: float) -> torch.Tensor:
+def _rho_t(t: Any, beta2: float) -> Any:
     # beta2^t and 1 - beta2^t through exp/expm1, accurate for beta2 near 1 where 1 - beta2**t cancels.
+    xp = _backend(t)
     if beta2 == 0.0:
-        return torch.ones_like(t)  # beta2^t = 0 for t >= 1, so rho_t = rho_inf = 1
+        return xp.ones_like(t)  # beta2^t = 0 for t >= 1, so rho_t = rho_inf = 1
     log_beta2 = math.log(beta2)
-    bias_correction2 = -torch.expm1(t * log_beta2)
-    beta2_t = torch.exp(t * log_beta2)
+    bias_correction2 = -xp.expm1(t * log_beta2)
+    beta2_t = xp.exp(t * log_beta2)
     # t beta2^t, multiplied before the 2 so that t >= 2^1023 does not overflow (2 is exact: the order does not
     # change the rounding). At t = inf, beta2^t is 0 and inf * 0 NaN: its limit 0 gives the limit rho_inf.
-    t_beta2_t = (t * beta2_t).nan_to_num_(nan=0.0)
+    t_beta2_t = xp.nan_to_num(t * beta2_t, nan=0.0)
     return rho_inf(beta2) - 2.0 * t_beta2_t / bias_correction2
 
 
@@ -154,15 +189,16 @@ def rho_t(step: Number, beta2: float) -> Number:
     return _back(_rho_t(t, beta2), kind)
 
 
-def _r_t(rho: torch.Tensor, beta2: float) -> torch.Tensor:
+def _r_t(rho: Any, beta2: float) -> Any:
+    xp = _backend(rho)
     inf = rho_inf(beta2)
     if inf <= 4.0:
-        return torch.zeros_like(rho)  # the variance is never finite: never rectified
+        return xp.zeros_like(rho)  # the variance is never finite: never rectified
     defined = rho > 4.0
-    safe_rho = torch.where(defined, rho, torch.full_like(rho, inf))
+    safe_rho = xp.where(defined, rho, xp.full_like(rho, inf))
     # variance rectification term, eq. (6) of the paper
     ratio = (safe_rho - 4.0) * (safe_rho - 2.0) * inf / ((inf - 4.0) * (inf - 2.0) * safe_rho)
-    return torch.where(defined, ratio.sqrt(), torch.zeros_like(rho))
+    return xp.where(defined, xp.sqrt(ratio), xp.zeros_like(rho))
 
 
 def r_t(step: Number, beta2: float) -> Number:
@@ -193,37 +229,41 @@ def r_t(step: Number, beta2: float) -> Number:
     return _back(_r_t(_rho_t(t, beta2), beta2), kind)
 
 
-def _check_rho(rho: torch.Tensor, lowest: float, what: str) -> None:
-    bad = ~(rho > lowest) | ~torch.isfinite(rho)
-    if bool(bad.any()):
-        value = rho[bad].flatten()[0].item()
-        raise ValueError(f"Invalid rho: {value} ({what} is finite only for {lowest:g} < rho < inf)")
+def _check_rho(rho: Any, lowest: float, what: str) -> None:
+    if isinstance(rho, float):
+        bad = None if lowest < rho < math.inf else rho
+    else:
+        mask = ~(rho > lowest) | ~torch.isfinite(rho)
+        bad = rho[mask].flatten()[0].item() if bool(mask.any()) else None
+    if bad is not None:
+        raise ValueError(f"Invalid rho: {bad} ({what} is finite only for {lowest:g} < rho < inf)")
 
 
-def _stirling_tail(z: torch.Tensor) -> torch.Tensor:
+def _stirling_tail(z: Any) -> Any:
     # lgamma(z) - [(z - 1/2) log z - z + log(2 pi)/2], Stirling's series to z^-13: error < 1e-16 for z >= 9.5.
     coefficients = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360, 1 / 156)
     inv_z2 = 1.0 / (z * z)
-    tail = torch.zeros_like(z)
+    tail = _backend(z).zeros_like(z)
     for coefficient in reversed(coefficients):
         tail = tail * inv_z2 + coefficient
     return tail / z
 
 
-def _log_gamma_ratio_term(rho: torch.Tensor) -> torch.Tensor:
+def _log_gamma_ratio_term(rho: Any) -> Any:
     """c(rho) = 2 [lgamma((rho-1)/2) - lgamma(rho/2)] + log(rho/2), a number of order 3/(2 rho)."""
+    xp = _backend(rho)
     x = rho / 2.0
-    direct = 2.0 * (torch.lgamma(x - 0.5) - torch.lgamma(x)) + torch.log(x)
+    direct = 2.0 * (xp.lgamma(x - 0.5) - xp.lgamma(x)) + xp.log(x)
     big = rho >= _STIRLING_MIN_RHO
-    xs = torch.where(big, x, torch.full_like(x, _STIRLING_MIN_RHO / 2.0))  # keep the unused branch finite
+    xs = xp.where(big, x, xp.full_like(x, _STIRLING_MIN_RHO / 2.0))  # keep the unused branch finite
     # With the Stirling series the log terms reduce to 2 (x-1) log1p(-u) + 1 = sum_k u^k (k+2)/(k(k+1)),
     # u = 1/(2x) <= 1/20: summed by Horner, 14 terms reach float64 round-off without cancellation.
     u = 0.5 / xs
-    series = torch.zeros_like(u)
+    series = xp.zeros_like(u)
     for k in range(14, 0, -1):
         series = (series + (k + 2) / (k * (k + 1))) * u
     series = series + 2.0 * (_stirling_tail(xs - 0.5) - _stirling_tail(xs))
-    return torch.where(big, series, direct)
+    return xp.where(big, series, direct)
 
 
 def variance_adaptive_lr(rho: Number) -> Number:
@@ -252,7 +292,7 @@ def variance_adaptive_lr(rho: Number) -> Number:
     _check_rho(value, 2.0, "the variance of the adaptive learning rate")
     c = _log_gamma_ratio_term(value)
     # rho/(rho-2) - exp(c) rho/(rho-2) ... rearranged: [2 - (rho - 2) expm1(c)] / (rho - 2)
-    return _back((2.0 - (value - 2.0) * torch.expm1(c)) / (value - 2.0), kind)
+    return _back((2.0 - (value - 2.0) * _backend(c).expm1(c)) / (value - 2.0), kind)
 
 
 def variance_adaptive_lr_first_order(rho: Number) -> Number:

@@ -1,0 +1,55 @@
+"""The NumPy CRC-32C of event records: the values of TensorBoard's own pure-Python function, for every length.
+
+Records from 0 bytes to several blocks of the vectorised sum (1024 bytes), with the lengths where a block ends, and
+blocks too short to carry the register through the table (1-3 bytes after a whole block); then the event files that
+TensorBoard's writer produces with it, read back by TensorBoard's reader (which drops every record whose checksums
+are wrong).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from helpers import read_events
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_masked_crc32c
+from tensorboard.summary.writer import record_writer
+from torch.utils.tensorboard import SummaryWriter
+
+from lightning_radam.callbacks._checksum import _SHORT, _SPAN, masked_crc32c, use_numpy_checksums
+
+LENGTHS = [
+    *range(0, _SHORT + 3),  # the byte-at-a-time loop, and the first vectorised lengths
+    _SPAN - 1, _SPAN, _SPAN + 1, _SPAN + 2, _SPAN + 3, _SPAN + 4,  # a block, then 1-4 more bytes
+    2 * _SPAN + 3, 3 * _SPAN, 5 * _SPAN + 517, 40_000,  # several blocks; a picture's size
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_checksum_equals_tensorboards(length):
+    rng = random.Random(length)  # noqa: S311 (reproducible test data, not a secret)
+    for data in (rng.randbytes(length), bytes(length), b"\xff" * length):  # random, all zero bits, all one bits
+        assert masked_crc32c(data) == tensorboard_masked_crc32c(data)
+
+
+def test_checksum_known_value():
+    """CRC-32C("123456789") = 0xE3069283 (the check value of the Castagnoli CRC), masked as TFRecord masks it."""
+    crc = 0xE3069283
+    assert masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def test_tensorboard_writes_readable_files_with_it(tmp_path):
+    assert use_numpy_checksums()
+    assert use_numpy_checksums()  # idempotent
+    assert record_writer.masked_crc32c is masked_crc32c
+    writer = SummaryWriter(str(tmp_path))
+    for step in range(3):
+        writer.add_scalar("a", float(step), step)
+        writer.add_histogram_raw(
+            "h", min=0.0, max=3.0, num=6, sum=9.0, sum_squares=17.0, bucket_limits=[1.0, 2.0, 3.0],
+            bucket_counts=[1.0, 2.0, 3.0], global_step=step,
+        )  # fmt: skip
+    writer.close()
+    events = read_events(str(tmp_path))  # TensorBoard's reader drops a record whose checksum is wrong
+    assert [s.value for s in events.Scalars("a")] == [0.0, 1.0, 2.0]
+    assert [h.histogram_value.bucket for h in events.Histograms("h")] == [[1.0, 2.0, 3.0]] * 3
