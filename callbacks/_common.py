@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -118,24 +119,30 @@ def _event_file_writer(logger: Logger) -> Any | None:
     return summary_file_writer(writer) if isinstance(writer, SummaryWriter) else None
 
 
-def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
-    """Log ``metrics`` at ``step`` to every logger of the Trainer.
+def _log_scalars(
+    trainer: pl.Trainer, metrics: dict[str, float], step: int, histograms: Sequence[Summary.Value] = ()
+) -> None:
+    """Log ``metrics`` at ``step`` to every logger of the Trainer, and ``histograms`` to every TensorBoardLogger.
 
-    To a TensorBoardLogger they go as one event that holds every scalar, which TensorBoard reads as it reads the one
-    event per scalar that ``log_metrics`` writes (a Summary, an Event and a checksummed record for each scalar). Other
-    loggers, and TensorBoardLoggers with a ``prefix`` or a ``log_metrics`` of their own, get ``log_metrics``.
+    To a TensorBoardLogger they go as one event that holds every scalar and histogram, which TensorBoard reads as it
+    reads the one event per value that ``log_metrics`` and ``add_histogram_raw`` write (a Summary, an Event and a
+    checksummed record for each, and the writer's thread woken for each). Other loggers, and TensorBoardLoggers with a
+    ``prefix`` or a ``log_metrics`` of their own, get ``log_metrics`` (and the latter the histograms in an event apart).
     """
-    if not metrics:
-        return
     summary = None
     for logger in trainer.loggers:
         writer = _event_file_writer(logger)
         if writer is None:
-            logger.log_metrics(metrics, step=step)
+            if metrics:
+                logger.log_metrics(metrics, step=step)
+            if histograms and isinstance(logger, TensorBoardLogger):
+                summary_file_writer(logger.experiment).add_summary(Summary(value=histograms), step)
             continue
         if summary is None:
-            summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in metrics.items()])
-        writer.add_summary(summary, step)
+            scalars = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in metrics.items()]
+            summary = Summary(value=[*scalars, *histograms])
+        if summary.value:
+            writer.add_summary(summary, step)
 
 
 def _purge_from(writer: Any, step: int) -> None:

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary  # type: ignore[import-untyped]
 from torch import Tensor
 from typing_extensions import override
 
@@ -177,12 +178,23 @@ def _unscaled(counts: np.ndarray, log10_scale: float) -> np.ndarray:
     return moved
 
 
+def _sum(tensors: list[Tensor]) -> Tensor:
+    """The sum of tensors of one shape, on the device of the first (parameters may live on several devices)."""
+    return tensors[0] if len(tensors) == 1 else _stack(tensors).sum(0)
+
+
+def _stack(tensors: list[Tensor]) -> Tensor:
+    """``torch.stack`` on the device of the first tensor (one call fewer for one tensor)."""
+    device = tensors[0].device
+    return tensors[0][None] if len(tensors) == 1 else torch.stack([t.to(device) for t in tensors])
+
+
 def _count_nonzero(tensor: Tensor, counts: Tensor) -> Tensor:
     # Exact zeros all fall in bucket 0 (with the subnormals below 0.25 * 2^-126 = 2^-128). On the CPU that count is
     # read for free, and when it is 0 the full pass of count_nonzero is skipped (for tensors large enough that the pass
     # costs more than the read); elsewhere reading it would synchronise with the device, so the count is always
     # computed there.
-    if tensor.is_cpu and tensor.numel() >= _COUNT_ZEROS_BELOW and int(counts[0]) == 0:
+    if tensor.is_cpu and tensor.numel() >= _COUNT_ZEROS_BELOW and counts.numpy()[0] == 0:
         return torch.scalar_tensor(tensor.numel(), dtype=torch.int64, device=tensor.device)
     # Counted on the bits shifted left by one, which drops the sign (-0.0 is zero): on the CPU a count over integers
     # takes a twentieth of the time of one over floats.
@@ -514,9 +526,8 @@ class GradientHistogramMonitor(_StepMonitor):
             likes.append(batch)
         if counts:
             pending.tags.insert(0, f"{pending.prefix}log10_abs")
-            device = counts[0].device  # parameters may live on several devices (model parallelism)
-            pending.counts.insert(0, torch.stack([c.to(device) for c in counts]).sum(0))
-            pending.nonzero.insert(0, torch.stack([n.to(device) for n in nonzero]).sum())
+            pending.counts.insert(0, _sum(counts))
+            pending.nonzero.insert(0, _sum(nonzero))
             pending.numel.insert(0, numel)
         if any(is_dtensor(like) for like in likes):  # FSDP2: the counts so far are those of this rank's shards
             pending.counts, pending.nonzero, pending.numel = sum_histograms_across_shards(
@@ -551,10 +562,8 @@ class GradientHistogramMonitor(_StepMonitor):
             if not item.tags or not trainer.is_global_zero:  # under FSDP2 every rank computes, rank zero writes
                 continue
             # the one device-to-host transfer: bucket counts and non-zero counts of every histogram
-            device = item.counts[0].device
-            bucket_rows = torch.stack([c.to(device) for c in item.counts])
-            nonzero_rows = torch.stack([n.to(device) for n in item.nonzero])
-            rows = torch.cat([bucket_rows, nonzero_rows[:, None]], dim=1).cpu().numpy()
+            buckets = _stack(item.counts)
+            rows = torch.cat([buckets, _stack(item.nonzero).to(buckets.device)[:, None]], dim=1).cpu().numpy()
             zeros = np.asarray(item.numel) - rows[:, -1]
             rows, zeros = rows * self.subsample, zeros * self.subsample  # estimates of the full counts
             counts = rows[:, :-1]
@@ -585,14 +594,16 @@ class GradientHistogramMonitor(_StepMonitor):
             score = alarm.update(step, unscaled)
             if math.isfinite(score):
                 scalars[f"{item.prefix}distortion"] = score
-            _log_scalars(trainer, scalars, step)
-            if alarm.alarm_step == step and self.on_distortion != "ignore":
-                self._raise_alarm(trainer, alarm)
+            histograms: list[Summary.Value] = []
             if self._write_histograms:
                 early = step < min(self.early_steps, HISTOGRAMS_DASHBOARD_POINTS)  # every point drawn by the dashboard
                 for i, (tag, row) in enumerate(zip(item.tags, counts, strict=True)):
                     tags = [tag, f"{item.prefix}log10_abs/early"] if i == 0 and early else [tag]
-                    self._write(trainer, tags, row, step, item.log10_scale)
+                    histograms += _histogram_values(tags, row, item.log10_scale)
+            _log_scalars(trainer, scalars, step, histograms)  # one event for all of them, where the logger allows
+            if alarm.alarm_step == step and self.on_distortion != "ignore":
+                self._raise_alarm(trainer, alarm)
+            if self._write_histograms:
                 history = self._history.setdefault(index, _History())
                 history.add(step, unscaled.copy(), self.early_steps)  # a row of its own, not a view of all rows
                 if step == self.early_steps - 1:
@@ -620,23 +631,20 @@ class GradientHistogramMonitor(_StepMonitor):
             path = Path(logger.log_dir) / f"{tag.replace('/', '_')}_step{step}.png"
             path.write_bytes(png)
 
-    def _write(self, trainer: pl.Trainer, tags: list[str], counts: np.ndarray, step: int, log10_scale: float) -> None:
-        """One histogram of bucket counts, under each of ``tags``, to every TensorBoardLogger."""
-        finite = counts[:_FIRST_NONFINITE]
-        occupied = np.flatnonzero(finite)
-        if occupied.size == 0:
-            return
-        lo, hi = occupied[0], occupied[-1] + 1
-        bucket = finite[lo:hi].astype(np.float64)
-        middle = _LOG10_MIDDLE[lo:hi] - log10_scale  # sum and sum_squares are bucket-midpoint estimates
-        statistics = {
-            "min": float(_LOG10_LOWER[lo] - log10_scale), "max": float(_LOG10_UPPER[hi - 1] - log10_scale),
-            "num": int(bucket.sum()), "sum": float(bucket @ middle), "sum_squares": float(bucket @ (middle * middle)),
-        }  # fmt: skip
-        # computed once for every logger; as lists, which the histogram proto takes in two thirds of an array's time
-        limits, bucket_counts = (_LOG10_UPPER[lo:hi] - log10_scale).tolist(), bucket.tolist()
-        for logger in _tensorboard_loggers(trainer):
-            for tag in tags:
-                logger.experiment.add_histogram_raw(
-                    tag, **statistics, bucket_limits=limits, bucket_counts=bucket_counts, global_step=step
-                )
+
+def _histogram_values(tags: list[str], counts: np.ndarray, log10_scale: float) -> list[Summary.Value]:
+    """One histogram of bucket counts as TensorBoard's raw histogram (what ``add_histogram_raw`` writes), under each of
+    ``tags``; none if no finite bucket is occupied."""
+    finite = counts[:_FIRST_NONFINITE]
+    occupied = np.flatnonzero(finite)
+    if occupied.size == 0:
+        return []
+    lo, hi = occupied[0], occupied[-1] + 1
+    bucket = finite[lo:hi].astype(np.float64)
+    middle = _LOG10_MIDDLE[lo:hi] - log10_scale  # sum and sum_squares are bucket-midpoint estimates
+    histogram = HistogramProto(
+        min=float(_LOG10_LOWER[lo] - log10_scale), max=float(_LOG10_UPPER[hi - 1] - log10_scale),
+        num=int(bucket.sum()), sum=float(bucket @ middle), sum_squares=float(bucket @ (middle * middle)),
+        bucket_limit=(_LOG10_UPPER[lo:hi] - log10_scale).tolist(), bucket=bucket.tolist(),
+    )  # fmt: skip
+    return [Summary.Value(tag=tag, histo=histogram) for tag in tags]

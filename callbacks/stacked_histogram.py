@@ -424,7 +424,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return (
         _PNG_SIGNATURE
         + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 9))
+        + _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
         + _chunk(b"IEND", b"")
     )
 
