@@ -8,13 +8,17 @@ GradientHistogramMonitor at their default arguments; both with ``every_n_steps=1
 
 Throughput is measured from the end of the first optimizer step to the end of the last (a callback reads the
 clock), so Lightning's start-up and the first step's lazy set-up are left out and the ratio to the run without
-monitors is the cost of monitoring. Runs are interleaved: each round trains every (model, configuration) once, in
-a new shuffled order, so that load from other processes hits all alike; each row keeps its best of ``--rounds``
-rounds. Event-file bytes are those of TensorBoard's ``events.out.tfevents.*`` files: what the run wrote by the end
-of the monitors' early phase (once per run: hyperparameters, layout, the dense early steps), then per step up to
-the last step; "GB per 100k steps" is that early part plus 100k steps at the later rate (the picture and flush at
-the end of fit are left out). The targets: with the default monitors at least 0.95 of the throughput without them,
-with ``every_n_steps=1`` at least 0.80, and at most 0.05 GB of event files per 100k steps with the defaults.
+monitors is the cost of monitoring. Runs are interleaved: each round trains every model once in every configuration,
+the models in a new shuffled order and each model's configurations back to back, also shuffled. Each row shows its
+best of ``--rounds`` rounds, and two ratios to the run without monitors: of the best runs, and the median over the
+rounds of each round's own ratio (the configurations of a model ran within seconds of each other). On a machine
+whose speed drifts over minutes (a shared VM) the best runs of two configurations may come from different speeds;
+the paired median does not, and the targets are judged on it. Event-file bytes are those of TensorBoard's
+``events.out.tfevents.*`` files: what the run wrote by the end of the monitors' early phase (once per run:
+hyperparameters, layout, the dense early steps), then per step up to the last step; "GB per 100k steps" is that
+early part plus 100k steps at the later rate (the picture and flush at the end of fit are left out). The targets:
+with the default monitors at least 0.95 of the throughput without them, with ``every_n_steps=1`` at least 0.80, and at
+most 0.05 GB of event files per 100k steps with the defaults.
 
 Example:
     python benchmarks/end_to_end.py                           # 3 models x 3 configurations x 3 rounds, 1000 steps
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -154,13 +159,17 @@ def event_bytes(trainer: L.Trainer) -> int:
 class Row:
     """Best throughput over the rounds, and the event-file sizes of one (model, configuration)."""
 
-    steps_per_s: list[float] = field(default_factory=list)
+    steps_per_s: list[float] = field(default_factory=list)  # one per round
     early_bytes: int = 0
     bytes_per_step: float = 0.0
 
     @property
     def best(self) -> float:
         return max(self.steps_per_s)
+
+    def paired_ratio(self, baseline: Row) -> float:
+        """The median over the rounds of this row's throughput over the baseline's in the same round."""
+        return statistics.median(s / b for s, b in zip(self.steps_per_s, baseline.steps_per_s, strict=True))
 
     def gb_per_100k(self, early_steps: int) -> float:
         return (self.early_bytes + self.bytes_per_step * (STEPS_PROJECTED - early_steps)) / 1e9
@@ -185,8 +194,12 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[tuple[str, str], 
     rows = {(model, configuration): Row() for model in args.models for configuration in CONFIGURATIONS}
     shuffle = random.Random(0).shuffle  # noqa: S311 (a fixed, reproducible order, not a secret)
     for round_index in range(args.rounds):
-        order = list(rows)
-        shuffle(order)
+        models, configurations = list(args.models), list(CONFIGURATIONS)
+        shuffle(models)
+        order = []
+        for model in models:  # a model's configurations back to back, in a shuffled order
+            shuffle(configurations)
+            order += [(model, configuration) for configuration in configurations]
         for key in order:
             clock = fit_once(*key, args.steps, early_steps, directory)
             row = rows[key]
@@ -206,16 +219,19 @@ def report(args: argparse.Namespace, rows: dict[tuple[str, str], Row]) -> list[s
         baseline = rows[model, BASELINE]
         table.append([
             MODELS[model][0], configuration, f"{row.best:.1f}", f"{row.best / baseline.best:.3f}",
+            f"{row.paired_ratio(baseline):.3f}",
             f"{row.early_bytes / 1e3:.1f}", f"{row.bytes_per_step:.1f}",
             f"{(row.bytes_per_step - baseline.bytes_per_step):.1f}", f"{row.gb_per_100k(early_steps):.4f}",
         ])  # fmt: skip
     print(f"\n{machine_line()}")
     print(
-        f"{args.steps} optimizer steps per run, best of {args.rounds} interleaved rounds; throughput from the end of "
-        f"the first step to the end of the last; early phase: the first {early_steps} steps\n"
+        f"{args.steps} optimizer steps per run, {args.rounds} interleaved rounds; throughput from the end of "
+        f"the first step to the end of the last; early phase: the first {early_steps} steps; steps/s: the best "
+        "round; x no monitors: of the best rounds, and the median of the rounds' own ratios (the targets)\n"
     )
     header = [
-        "model", "configuration", "steps/s", "x no monitors", "early phase KB", "bytes/step after",
+        "model", "configuration", "steps/s", "x no monitors, best", "x no monitors, paired median", "early phase KB",
+        "bytes/step after",
         "of which monitors", "GB per 100k steps",
     ]  # fmt: skip
     print(markdown_table(header, table))
@@ -224,8 +240,13 @@ def report(args: argparse.Namespace, rows: dict[tuple[str, str], Row]) -> list[s
     for model in args.models:
         baseline, defaults, every_step = (rows[model, configuration] for configuration in CONFIGURATIONS)
         checks = [
-            ("defaults x no monitors", defaults.best / baseline.best, ">=", TARGET_DEFAULTS),
-            ("every_n_steps=1 x no monitors", every_step.best / baseline.best, ">=", TARGET_EVERY_STEP),
+            ("defaults x no monitors (paired median)", defaults.paired_ratio(baseline), ">=", TARGET_DEFAULTS),
+            (
+                "every_n_steps=1 x no monitors (paired median)",
+                every_step.paired_ratio(baseline),
+                ">=",
+                TARGET_EVERY_STEP,
+            ),
             ("defaults GB per 100k steps", defaults.gb_per_100k(early_steps), "<=", TARGET_GB_PER_100K),
         ]
         for name, value, relation, target in checks:
