@@ -69,13 +69,14 @@ _CPU_PIECE = 2**18  # elements binned at a time on the CPU: their int32 bucket i
 # Gradients smaller than this are copied into one tensor and binned together: binning a tensor costs a few
 # microseconds of calls whatever its size, which the copy of a small one undercuts.
 _BATCH_BELOW = 2**14
-# The shift and the mask as 0-dim tensors: a Python int operand is wrapped in a new tensor on every call (~1 us each)
-_SHIFT_FLOAT32 = torch.tensor(21, dtype=torch.int32, device="cpu")  # CPU scalars: fine with any device
-_SHIFT_BFLOAT16 = torch.tensor(5, dtype=torch.int32, device="cpu")
-_MASK = torch.tensor(NUM_BUCKETS - 1, dtype=torch.int32, device="cpu")
+# The masks and shifts as 0-dim tensors (CPU scalars: fine with any device), as a Python int operand is wrapped in a
+# new tensor on every call (~1 us each). The mask clears the sign bit; the shift leaves the bucket's 10 bits.
+_MAGNITUDE = {
+    torch.int32: (torch.tensor(0x7FFFFFFF, dtype=torch.int32), torch.tensor(21, dtype=torch.int32)),  # float32
+    torch.int16: (torch.tensor(0x7FFF, dtype=torch.int16), torch.tensor(5, dtype=torch.int16)),  # bfloat16
+}
 # Below this many elements, counting the non-zero elements costs less than reading the count of bucket 0 first
 _COUNT_ZEROS_BELOW = 4096
-_SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # bytes per element -> an integer
 _ONE = torch.tensor(1, dtype=torch.int8, device="cpu")
 
 
@@ -102,25 +103,36 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
         >>> log2_bucket_counts(torch.tensor([1.0, 1.3, -1.6, 0.0]))[[0, 508, 509, 510]].tolist()
         [1, 1, 1, 1]
     """
+    return _bin(tensor)
+
+
+def _bin(tensor: Tensor, nonzero: list[Tensor] | None = None) -> Tensor:
+    """:func:`log2_bucket_counts` of ``tensor``; with a list ``nonzero``, also the numbers of non-zero elements of its
+    pieces (0-d int64 tensors), appended to it: counted from the same bits while a piece is in cache."""
     flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)
-    if not flat.is_cpu or flat.numel() <= _CPU_PIECE:
-        return _count_ids(_bucket_ids(flat))
-    counts = _count_ids(_bucket_ids(flat[:_CPU_PIECE]))
-    for start in range(_CPU_PIECE, flat.numel(), _CPU_PIECE):
-        counts += _count_ids(_bucket_ids(flat[start : start + _CPU_PIECE]))
+    piece_size = _CPU_PIECE if flat.is_cpu else max(flat.numel(), 1)
+    counts: Tensor | None = None
+    for start in range(0, max(flat.numel(), 1), piece_size):
+        piece = flat[start : start + piece_size]
+        magnitude = _magnitude_bits(piece)
+        piece_counts = _count_ids(torch.bitwise_right_shift(magnitude, _MAGNITUDE[magnitude.dtype][1]))
+        counts = piece_counts if counts is None else counts.add_(piece_counts)
+        if nonzero is not None:
+            nonzero.append(_count_nonzero(piece, magnitude, piece_counts))
+    assert counts is not None  # noqa: S101 (the loop runs at least once)
     return counts
 
 
-def _bucket_ids(flat: Tensor) -> Tensor:
-    """The bucket of each element of a 1-D floating-point tensor: bits 21-30 of its float32 (bits 5-14 of bfloat16)."""
-    if flat.dtype == torch.bfloat16:
-        return torch.bitwise_right_shift(flat.view(torch.int16), _SHIFT_BFLOAT16).bitwise_and_(_MASK)
+def _magnitude_bits(flat: Tensor) -> Tensor:
+    """The bits of ``|x|`` of each element of a 1-D floating-point tensor, as a float32's (int32; bfloat16: its own,
+    int16): the sign bit cleared, so that bits 21-30 (5-14) are the bucket."""
     if flat.dtype == torch.float64:  # finite values beyond float32's range saturate: they are not inf
         limit = torch.finfo(torch.float32).max
         flat = torch.where(torch.isfinite(flat), flat.clamp(-limit, limit), flat)
-    if flat.dtype != torch.float32:
+    if flat.dtype not in (torch.float32, torch.bfloat16):
         flat = flat.float()
-    return torch.bitwise_right_shift(flat.view(torch.int32), _SHIFT_FLOAT32).bitwise_and_(_MASK)
+    bits = flat.view(torch.int16 if flat.dtype == torch.bfloat16 else torch.int32)
+    return torch.bitwise_and(bits, _MAGNITUDE[bits.dtype][0])
 
 
 def _count_ids(ids: Tensor, sync_free: bool | None = None) -> Tensor:
@@ -189,17 +201,18 @@ def _stack(tensors: list[Tensor]) -> Tensor:
     return tensors[0][None] if len(tensors) == 1 else torch.stack([t.to(device) for t in tensors])
 
 
-def _count_nonzero(tensor: Tensor, counts: Tensor) -> Tensor:
+def _count_nonzero(piece: Tensor, magnitude: Tensor, counts: Tensor) -> Tensor:
+    """The non-zero elements of ``piece``, from :func:`_magnitude_bits` (``magnitude``) and its bucket ``counts``."""
     # Exact zeros all fall in bucket 0 (with the subnormals below 0.25 * 2^-126 = 2^-128). On the CPU that count is
-    # read for free, and when it is 0 the full pass of count_nonzero is skipped (for tensors large enough that the pass
+    # read for free, and when it is 0 the pass of count_nonzero is skipped (for pieces large enough that the pass
     # costs more than the read); elsewhere reading it would synchronise with the device, so the count is always
     # computed there.
-    if tensor.is_cpu and tensor.numel() >= _COUNT_ZEROS_BELOW and counts.numpy()[0] == 0:
-        return torch.scalar_tensor(tensor.numel(), dtype=torch.int64, device=tensor.device)
-    # Counted on the bits shifted left by one, which drops the sign (-0.0 is zero): on the CPU a count over integers
-    # takes a twentieth of the time of one over floats.
-    bits = tensor.view(_SAME_SIZE_INT[tensor.element_size()])
-    return torch.count_nonzero(torch.bitwise_left_shift(bits, _ONE))
+    if piece.is_cpu and piece.numel() >= _COUNT_ZEROS_BELOW and counts.numpy()[0] == 0:
+        return torch.scalar_tensor(piece.numel(), dtype=torch.int64, device=piece.device)
+    if piece.dtype == torch.float64:  # float32 bits lose the values below its range: counted on float64's own bits
+        magnitude = torch.bitwise_left_shift(piece.view(torch.int64), _ONE)  # the sign shifted out
+    # over integers: on the CPU a twentieth of the time of a count over floats
+    return torch.count_nonzero(magnitude)
 
 
 @dataclass
@@ -510,8 +523,9 @@ class GradientHistogramMonitor(_StepMonitor):
                 if not own and grad.numel() < _BATCH_BELOW and grad.is_cpu and not is_dtensor(p.grad):
                     small.append(grad.reshape(-1))
                     continue
-                counts.append(log2_bucket_counts(grad))
-                nonzero.append(_count_nonzero(grad, counts[-1]))
+                pieces: list[Tensor] = []  # the non-zero elements of each piece
+                counts.append(_bin(grad, pieces))
+                nonzero.append(_sum(pieces))
                 likes.append(p.grad)
                 if own:
                     pending.tags.append(f"{self.prefix}/layer/{name}/log10_abs")
@@ -521,8 +535,9 @@ class GradientHistogramMonitor(_StepMonitor):
                     layers.append(len(likes) - 1)
         if small:  # plain tensors: binned on this rank alone, never summed across ranks
             batch = torch.cat(small)  # in the widest of their dtypes, whose buckets are theirs (exact conversions)
-            counts.append(log2_bucket_counts(batch))
-            nonzero.append(_count_nonzero(batch, counts[-1]))
+            pieces = []
+            counts.append(_bin(batch, pieces))
+            nonzero.append(_sum(pieces))
             likes.append(batch)
         if counts:
             pending.tags.insert(0, f"{pending.prefix}log10_abs")

@@ -195,6 +195,26 @@ def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(
     assert np.mean(scalar_series(events, "grad/nonfinite")[1]) == pytest.approx((~np.isfinite(everything)).sum())
 
 
+@pytest.mark.parametrize(
+    ("dtype", "values", "in_bucket_0"),
+    [
+        (torch.float32, [0.0, -0.0, 2.0**-149, -1.0], 3),  # the smallest subnormal: bucket 0, not zero
+        (torch.bfloat16, [0.0, -0.0, 2.0**-133, -1.0], 3),
+        (torch.float16, [0.0, -0.0, 2.0**-24, -1.0], 2),  # float16's smallest subnormal is a normal float32
+        (torch.float64, [0.0, -0.0, 1e-300, -1e300], 3),  # 1e-300 is 0 as a float32 (bucket 0), yet not zero
+    ],
+)
+@pytest.mark.parametrize("tiles", [1, 70_000], ids=["one piece", "two pieces"])
+def test_histogram_counts_non_zero_elements_from_the_bits(dtype, values, in_bucket_0, tiles):
+    tensor = torch.tensor(values, dtype=torch.float64).to(dtype).repeat(tiles)
+    pieces: list[torch.Tensor] = []
+    counts = gradient_histogram_monitor._bin(tensor, pieces)
+    assert len(pieces) == (1 if tiles == 1 else 2)
+    assert int(sum(pieces)) == np.count_nonzero(tensor.double().numpy()) == 2 * tiles  # -0.0 is zero
+    assert torch.equal(counts, log2_bucket_counts(tensor))
+    assert counts[0] == in_bucket_0 * tiles  # zeros and the smallest values share bucket 0
+
+
 def test_histogram_float64_beyond_float32_range_is_finite():
     values = torch.tensor([1e300, -1e300, 1e-300, float("inf"), float("nan")], dtype=torch.float64)
     counts = log2_bucket_counts(values)
