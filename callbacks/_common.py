@@ -135,8 +135,13 @@ def _log_scalars(
         if writer is None:
             if metrics:
                 logger.log_metrics(metrics, step=step)
-            if histograms and isinstance(logger, TensorBoardLogger):
-                summary_file_writer(logger.experiment).add_summary(Summary(value=histograms), step)
+            if isinstance(logger, TensorBoardLogger):
+                for value in histograms:  # through the writer's own API, whichever SummaryWriter it is
+                    h = value.histo
+                    logger.experiment.add_histogram_raw(
+                        value.tag, min=h.min, max=h.max, num=h.num, sum=h.sum, sum_squares=h.sum_squares,
+                        bucket_limits=list(h.bucket_limit), bucket_counts=list(h.bucket), global_step=step,
+                    )  # fmt: skip
             continue
         if summary is None:
             scalars = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in metrics.items()]

@@ -156,6 +156,18 @@ def test_monitors_write_the_scalars_of_a_step_as_one_event_read_as_log_metrics_w
             events = [tags for s, tags in one_event if s == step and tags[0].startswith(family)]
             assert events == [sorted(tags[0] for s, tags in per_scalar if s == step and tags[0].startswith(family))]
     assert event_log(log_dirs[TensorBoardLogger]) == event_log(log_dirs[PerScalarTensorBoardLogger])
+    # and a histogram step's histograms travel in the event of its scalars (log_metrics' loggers: add_histogram_raw)
+    histograms = [
+        (
+            e.step,
+            sorted(v.tag for v in e.summary.value if v.HasField("histo")),
+            any(v.HasField("simple_value") for v in e.summary.value),
+        )
+        for path in sorted(Path(log_dirs[TensorBoardLogger]).glob("events.out.tfevents.*"))
+        for e in LegacyEventFileLoader(str(path)).Load()
+        if any(v.HasField("histo") for v in e.summary.value)
+    ]
+    assert histograms == [(step, ["grad/log10_abs", "grad/log10_abs/early"], True) for step in range(3)]
 
 
 def test_monitor_scalars_reach_a_prefixed_or_closed_tensorboard_logger(tmp_path):
