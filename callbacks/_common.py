@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,7 +148,32 @@ def _log_scalars(
             scalars = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in metrics.items()]
             summary = Summary(value=[*scalars, *histograms])
         if summary.value:
-            writer.add_summary(summary, step)
+            _add_summary(writer, summary, step)
+
+
+def _add_summary(file_writer: Any, summary: Summary, step: int) -> None:
+    """``file_writer.add_summary(summary, step)``, with the record written in this thread where that is safe.
+
+    TensorBoard's event-file writer queues each record for a thread of its own, which writes it holding the GIL: a
+    hand-over of the GIL to that thread and back for every record, which the training thread waits out (about 0.15 ms
+    a record on a 2-core VM). Where the writer has the parts of TensorBoard's ``_AsyncWriter`` (its lock, its queue,
+    its record writer), the record is written here instead, under that lock and once the queue is empty: in the
+    order of submission, as the thread would have written it. Anything else gets ``add_summary``.
+    """
+    event = Event(summary=summary, step=step, wall_time=time.time())
+    async_writer = getattr(getattr(file_writer, "event_writer", None), "_async_writer", None)
+    parts: list[Any] = [
+        getattr(async_writer, name, None) for name in ("_lock", "_byte_queue", "_writer", "_check_worker_status")
+    ]
+    if any(part is None for part in parts) or getattr(async_writer, "_closed", True) is not False:
+        file_writer.add_event(event)
+        return
+    lock, queue, record_writer, check_worker = parts
+    data = event.SerializeToString()
+    with lock:  # as _AsyncWriter.write: no record is queued meanwhile
+        check_worker()  # a failed writer thread raises its error here, as it would on a queued write
+        queue.join()  # the records queued before this one are written first
+        record_writer.write(data)
 
 
 def _purge_from(writer: Any, step: int) -> None:

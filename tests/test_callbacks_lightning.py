@@ -13,11 +13,13 @@ from helpers import Model, event_log, known_gradients, make_trainer, read_events
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.custom_scalar import layout_pb2
+from torch.utils.tensorboard import SummaryWriter
 
 from lightning_radam import RAdam
 from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, monitoring_layout
-from lightning_radam.callbacks._common import _log_scalars
+from lightning_radam.callbacks._common import _add_summary, _log_scalars
 from lightning_radam.rectification import rho_t
 
 
@@ -183,6 +185,30 @@ def test_monitor_scalars_reach_a_prefixed_or_closed_tensorboard_logger(tmp_path)
     assert scalar_events(prefixed.log_dir) == [(7, ["run-a"]), (7, ["run-b"]), (8, ["run-a"]), (8, ["run-b"])]
     assert event_log(closed.log_dir)["scalars"] == {"a": [(7, 1.5), (8, 3.5)], "b": [(7, 2.5), (8, 4.5)]}
     assert scalar_events(closed.log_dir) == [(7, ["a", "b"]), (8, ["a", "b"])]
+
+
+def test_monitor_events_are_written_in_the_training_thread_in_order(tmp_path):
+    """Through TensorBoard's writer: after the records its thread was given, without a hand-over to that thread."""
+    writer = SummaryWriter(str(tmp_path))
+    file_writer = writer._get_file_writer()
+    queue = file_writer.event_writer._async_writer._byte_queue
+    queued = []
+    put = queue.put
+    queue.put = lambda item, *args, **kwargs: (queued.append(item), put(item, *args, **kwargs))
+    for step in range(3):
+        writer.add_scalar("queued", float(step), step)  # through the writer's thread
+        _add_summary(file_writer, Summary(value=[Summary.Value(tag="ours", simple_value=float(step))]), step)
+    assert len(queued) == 3  # ours never went through the queue
+    writer.close()
+    records = [
+        (e.step, e.summary.value[0].tag)
+        for path in sorted(tmp_path.glob("events.out.tfevents.*"))
+        for e in LegacyEventFileLoader(str(path)).Load()
+        if e.summary.value
+    ]
+    assert records == [(step, tag) for step in range(3) for tag in ("queued", "ours")]
+    with pytest.raises(IOError, match="closed"):  # as add_summary on a closed writer
+        _add_summary(file_writer, Summary(), 3)
 
 
 def test_monitors_with_two_optimizers_and_manual_optimization(tmp_path):
