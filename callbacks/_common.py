@@ -28,20 +28,13 @@ from ._distributed import takes_part
 EARLY_STEPS = 50
 
 
-def _check_every_n_steps(every_n_steps: Any, name: str = "every_n_steps") -> int:
-    if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int):
-        raise TypeError(f"Invalid {name}: expected an int, got {every_n_steps!r}")
-    if not every_n_steps >= 1:
-        raise ValueError(f"Invalid {name}: {every_n_steps} (expected an int >= 1)")
-    return every_n_steps
-
-
-def _check_early_steps(early_steps: Any) -> int:
-    if isinstance(early_steps, bool) or not isinstance(early_steps, int):
-        raise TypeError(f"Invalid early_steps: expected an int, got {early_steps!r}")
-    if early_steps < 0:
-        raise ValueError(f"Invalid early_steps: {early_steps} (expected an int >= 0)")
-    return early_steps
+def _check_count(value: Any, name: str, minimum: int = 1) -> int:
+    """A monitor's int argument ``>= minimum`` (a Python int: not a bool, a float or a NumPy integer)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Invalid {name}: expected an int, got {value!r}")
+    if not value >= minimum:
+        raise ValueError(f"Invalid {name}: {value} (expected an int >= {minimum})")
+    return value
 
 
 def _compile_pattern(pattern: Any, name: str) -> re.Pattern | None:
@@ -202,8 +195,8 @@ class _StepMonitor(Callback):
     """
 
     def __init__(self, every_n_steps: int | None, early_steps: int) -> None:
-        self.every_n_steps = None if every_n_steps is None else _check_every_n_steps(every_n_steps)
-        self.early_steps = _check_early_steps(early_steps)
+        self.every_n_steps = None if every_n_steps is None else _check_count(every_n_steps, "every_n_steps")
+        self.early_steps = _check_count(early_steps, "early_steps", minimum=0)
         self._interval = self.every_n_steps or 1  # resolved at fit start when every_n_steps is None
         self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step
         self._names: dict[int, str] = {}

@@ -77,6 +77,17 @@ def _check_counts(counts: Any, size: int, name: str) -> np.ndarray:
     return array
 
 
+def occupied_span(counts: Any) -> slice:
+    """The buckets from the first to the last non-zero entry of the 1-D ``counts`` (``slice(0, 0)`` if none).
+
+    Example:
+        >>> occupied_span(np.array([0, 2, 0, 1, 0]))
+        slice(1, 4, None)
+    """
+    occupied = np.flatnonzero(counts)
+    return slice(int(occupied[0]), int(occupied[-1]) + 1) if occupied.size else slice(0, 0)
+
+
 def _quantiles(counts: np.ndarray, lower: np.ndarray, upper: np.ndarray, q: np.ndarray) -> np.ndarray:
     """:func:`quantiles` of checked finite-bucket counts ``(..., K)``.
 
@@ -321,8 +332,7 @@ class DistortionAlarm:
             return 0.0
         reference_step, reference = self._reference
         # the CDFs are equal (0, then 1) outside the buckets that either histogram occupies: only those are integrated
-        occupied = np.flatnonzero(row + reference)
-        span = slice(occupied[0], occupied[-1] + 1)
+        span = occupied_span(row + reference)
         score = float(_down_up(row[span], reference[span], self._lower[span], self._upper[span], signs=(1,))[0])
         if self.alarm_step is None and step < self.early_steps and score >= self.threshold:
             self.alarm_step = int(step)

@@ -28,7 +28,7 @@ from lightning_radam._distributed import is_dtensor, local_tensor
 from ._common import (
     EARLY_STEPS,
     _callbacks,
-    _check_every_n_steps,
+    _check_count,
     _check_prefix,
     _compile_pattern,
     _layers_match,
@@ -46,6 +46,7 @@ from .distortion import (
     QUANTILE_NAMES,
     DistortionAlarm,
     _quantiles,
+    occupied_span,
 )
 from .stacked_histogram import encode_png, image_summary, render_stacked_histogram
 
@@ -256,9 +257,8 @@ class _History:
 
     def state_dict(self) -> dict[str, Any]:
         counts = np.stack(self.rows) if self.rows else np.zeros((0, _FIRST_NONFINITE), dtype=np.int64)
-        occupied = np.flatnonzero(counts.sum(0))
-        lo, hi = (int(occupied[0]), int(occupied[-1]) + 1) if occupied.size else (0, 0)
-        return {"steps": list(self.steps), "offset": lo, "counts": torch.from_numpy(counts[:, lo:hi].copy())}
+        span = occupied_span(counts.sum(0))
+        return {"steps": list(self.steps), "offset": span.start, "counts": torch.from_numpy(counts[:, span].copy())}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _History:
@@ -392,13 +392,13 @@ class GradientHistogramMonitor(_StepMonitor):
         super().__init__(every_n_steps, early_steps)
         self.layers = _compile_pattern(layers, "layers")
         self.layer_every_n_steps = (
-            None if layer_every_n_steps is None else _check_every_n_steps(layer_every_n_steps, "layer_every_n_steps")
+            None if layer_every_n_steps is None else _check_count(layer_every_n_steps, "layer_every_n_steps")
         )
         if when not in _WHEN:
             raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
         self.when = when
         self.prefix = _check_prefix(prefix)
-        self.subsample = _check_every_n_steps(subsample, "subsample")
+        self.subsample = _check_count(subsample, "subsample")
         if self.subsample > MAX_SUBSAMPLE:
             raise ValueError(f"Invalid subsample: {subsample} (expected 1 <= subsample <= {MAX_SUBSAMPLE})")
         if on_distortion not in _ON_DISTORTION:
@@ -409,7 +409,7 @@ class GradientHistogramMonitor(_StepMonitor):
         if not 0.0 < distortion_threshold < math.inf:
             raise ValueError(f"Invalid distortion_threshold: {distortion_threshold} (expected a finite number > 0)")
         self.distortion_threshold = float(distortion_threshold)
-        self.distortion_steps = _check_every_n_steps(distortion_steps, "distortion_steps")
+        self.distortion_steps = _check_count(distortion_steps, "distortion_steps")
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
         self._write_histograms = True
@@ -591,8 +591,7 @@ class GradientHistogramMonitor(_StepMonitor):
                 f"{item.prefix}nonfinite": float(counts[0, _FIRST_NONFINITE:].sum()),
             }
             finite = counts[:, :_FIRST_NONFINITE]
-            occupied = np.flatnonzero(finite.any(0))  # the quantiles only need the buckets some row occupies
-            span = slice(occupied[0], occupied[-1] + 1) if occupied.size else slice(0, 0)
+            span = occupied_span(finite.any(0))  # the quantiles only need the buckets some row occupies
             levels = _quantiles(
                 finite[:, span].astype(np.float64),
                 _FINITE_LOWER[span] - item.log10_scale,
@@ -654,10 +653,10 @@ def _histogram_values(tags: list[str], counts: np.ndarray, log10_scale: float) -
     """One histogram of bucket counts as TensorBoard's raw histogram (what ``add_histogram_raw`` writes), under each of
     ``tags``; none if no finite bucket is occupied."""
     finite = counts[:_FIRST_NONFINITE]
-    occupied = np.flatnonzero(finite)
-    if occupied.size == 0:
+    span = occupied_span(finite)
+    if span.stop == 0:
         return []
-    lo, hi = occupied[0], occupied[-1] + 1
+    lo, hi = span.start, span.stop
     bucket = finite[lo:hi].astype(np.float64)
     middle = _LOG10_MIDDLE[lo:hi] - log10_scale  # sum and sum_squares are bucket-midpoint estimates
     histogram = HistogramProto(

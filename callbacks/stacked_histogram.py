@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto.summary_pb2 import Summary  # type: ignore[import-untyped]
 
+from .distortion import occupied_span
+
 __all__ = ["encode_png", "image_summary", "render_stacked_histogram"]
 
 # ------------------------------------------------------------------------------------------------------- font
@@ -315,8 +317,8 @@ def render_stacked_histogram(
     # density: the fraction of each step's elements per decade, in each bin
     totals = counts.sum(axis=1, keepdims=True)
     density = counts / np.where(totals > 0, totals, 1.0) / (upper - lower)
-    occupied = np.flatnonzero(counts.max(axis=0) > 0)
-    y_lo, y_hi = lower[occupied[0]] - margin, upper[occupied[-1]] + margin
+    occupied = occupied_span(counts.max(axis=0))  # not empty: checked above
+    y_lo, y_hi = lower[occupied.start] - margin, upper[occupied.stop - 1] + margin
     gaps = np.diff(steps)
     x_lo, x_hi = steps[0], steps[-1] + (gaps[-1] if gaps.size else 1.0)
 
