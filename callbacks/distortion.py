@@ -154,15 +154,35 @@ def quantiles(counts: Any, lower: Any, upper: Any, q: Sequence[float] = DEFAULT_
 def _positive_part_integral(start: np.ndarray, end: np.ndarray, width: np.ndarray) -> np.ndarray:
     """Exact integral of ``max(d, 0)`` over segments of ``width`` where ``d`` is linear from ``start`` to ``end``."""
     crossing = (start > 0) != (end > 0)
-    span = np.abs(start) + np.abs(end)
+    positive = start.clip(0.0) + end.clip(0.0)  # where d changes sign, its positive end (the other part is 0)
     # where d changes sign the positive part is a triangle: width * p^2 / (2 (|start| + |end|)), p the positive end
-    peak = np.maximum(start, end).clip(0.0)
-    triangle = np.divide(peak * peak, span, out=np.zeros_like(span), where=crossing)
-    return width * np.where(crossing, triangle, start.clip(0.0) + end.clip(0.0)) / 2.0
+    height = np.divide(positive * positive, np.abs(end - start), out=positive.copy(), where=crossing)
+    return width * height / 2.0
+
+
+def _parts(
+    difference: np.ndarray, width: np.ndarray, gaps: np.ndarray | None, signs: tuple[int, ...] = (1, -1)
+) -> np.ndarray:
+    r"""The integrals of the positive parts of ``sign * (F - F_ref)`` over :math:`\log_{10}|g|` for each sign (leading
+    axis), from ``difference``, :math:`F - F_{ref}` at the buckets' upper edges (0 below the first bucket, constant
+    over the ``gaps`` after each bucket; None for none)."""
+    before = np.concatenate([np.zeros_like(difference[..., :1]), difference[..., :-1]], axis=-1)  # at the lower edges
+    parts = []
+    for sign in signs:
+        start, end = (before, difference) if sign == 1 else (-before, -difference)
+        part = _positive_part_integral(start, end, width)
+        parts.append((part if gaps is None else part + end.clip(0.0) * gaps).sum(axis=-1))
+    return np.stack(parts)
+
+
+def _gaps(lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
+    """The gaps after each bucket (the last: 0), or None where there are none (IEEE buckets)."""
+    gaps = np.append(lower[1:] - upper[:-1], 0.0)
+    return gaps if gaps.any() else None
 
 
 def _down_up(
-    counts: np.ndarray, reference: np.ndarray, lower: np.ndarray, upper: np.ndarray, signs: tuple[float, ...] = (1, -1)
+    counts: np.ndarray, reference: np.ndarray, lower: np.ndarray, upper: np.ndarray, signs: tuple[int, ...] = (1, -1)
 ) -> np.ndarray:
     r"""``[down, up]`` (leading axis) for checked finite-bucket counts: the integrals of the positive and negative
     parts of :math:`F - F_{ref}` over :math:`\log_{10}|g|`, NaN where either histogram is empty (``signs=(1,)``: the
@@ -171,13 +191,7 @@ def _down_up(
     cdf_ref = np.cumsum(reference, axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         difference = cdf / cdf[..., -1:] - cdf_ref / cdf_ref[..., -1:]  # at each upper edge; 0 below the first bucket
-    before = np.concatenate([np.zeros_like(difference[..., :1]), difference[..., :-1]], axis=-1)  # at the lower edges
-    gaps = np.append(lower[1:] - upper[:-1], 0.0)  # constant CDFs between buckets (no gaps between IEEE buckets)
-    parts = [
-        _positive_part_integral(sign * before, sign * difference, upper - lower) + (sign * difference).clip(0.0) * gaps
-        for sign in signs
-    ]
-    return np.stack([part.sum(axis=-1) for part in parts])
+    return _parts(difference, upper - lower, _gaps(lower, upper), signs)
 
 
 def _check_pair(counts: Any, reference: Any, lower: Any, upper: Any) -> np.ndarray:
@@ -294,6 +308,9 @@ class DistortionAlarm:
         self.alarm_step: int | None = None
         self.message: str | None = None
         self._reference: tuple[int, np.ndarray] | None = None  # (step, counts in the finite buckets)
+        self._width, self._gaps = self._upper - self._lower, _gaps(self._lower, self._upper)
+        self._reference_cdf = np.zeros(0)  # the reference's normalised CDF at the upper edges
+        self._reference_span = slice(0, 0)  # the buckets it occupies
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threshold={self.threshold:g}, early_steps={self.early_steps})"
@@ -328,16 +345,25 @@ class DistortionAlarm:
         if self._reference is None:
             if step >= self.early_steps:
                 return float("nan")
-            self._reference = (int(step), row)
+            self._set_reference(int(step), row)
             return 0.0
         reference_step, reference = self._reference
         # the CDFs are equal (0, then 1) outside the buckets that either histogram occupies: only those are integrated
-        span = occupied_span(row + reference)
-        score = float(_down_up(row[span], reference[span], self._lower[span], self._upper[span], signs=(1,))[0])
+        occupied, known = occupied_span(row), self._reference_span
+        span = slice(min(occupied.start, known.start), max(occupied.stop, known.stop))
+        cdf = np.cumsum(row[span], dtype=np.float64)
+        difference = cdf / cdf[-1] - self._reference_cdf[span]
+        gaps = None if self._gaps is None else self._gaps[span]
+        score = float(_parts(difference, self._width[span], gaps, signs=(1,))[0])
         if self.alarm_step is None and step < self.early_steps and score >= self.threshold:
             self.alarm_step = int(step)
             self.message = self._message(reference_step, reference, self.alarm_step, row, score)
         return score
+
+    def _set_reference(self, step: int, row: np.ndarray) -> None:
+        self._reference = (step, row)
+        cdf = np.cumsum(row, dtype=np.float64)
+        self._reference_cdf, self._reference_span = cdf / cdf[-1], occupied_span(row)
 
     def _message(self, reference_step: int, reference: np.ndarray, step: int, row: np.ndarray, score: float) -> str:
         median = _quantiles(np.stack([reference, row]), self._lower, self._upper, np.array([0.5]))[:, 0]
@@ -385,6 +411,6 @@ class DistortionAlarm:
                     f"Invalid state_dict: a reference of {reference.size} buckets, expected {self._lower.size}"
                     " (the finite buckets of this alarm's edges)"
                 )
-            self._reference = (int(state_dict["reference_step"]), reference)
+            self._set_reference(int(state_dict["reference_step"]), reference)
         self.alarm_step = state_dict.get("alarm_step")
         self.message = state_dict.get("message")

@@ -97,8 +97,9 @@ class RectificationMonitor(_StepMonitor):
     computes them on its own shard on the logging steps, and the sums are added across the ranks that hold the
     shards; rank zero writes.
 
-    A logged step's values reach a TensorBoardLogger as one event; setting up the monitor makes TensorBoard's event
-    writer checksum its records with NumPy instead of pure Python, process-wide (the same bytes, 17x faster).
+    A logged step's values reach a TensorBoardLogger as one event, written in the training thread; setting up the
+    monitor makes TensorBoard's event writer checksum its records in C (``google-crc32c``) instead of pure Python,
+    process-wide (the same bytes).
 
     Logged names (``{opt}`` is empty with one optimizer and ``optimizer{i}/`` with several;
     ``{g}`` is the parameter group's index):

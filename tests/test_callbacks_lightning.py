@@ -3,6 +3,7 @@ input."""
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -14,12 +15,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.tensorflow_stub.io.gfile import GFile
 from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_radam import RAdam
 from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, monitoring_layout
-from lightning_radam.callbacks._common import _add_summary, _log_scalars
+from lightning_radam.callbacks._common import _APPENDERS, _add_summary, _appending_writer, _log_scalars
 from lightning_radam.rectification import rho_t
 
 
@@ -199,6 +202,7 @@ def test_monitor_events_are_written_in_the_training_thread_in_order(tmp_path):
         writer.add_scalar("queued", float(step), step)  # through the writer's thread
         _add_summary(file_writer, Summary(value=[Summary.Value(tag="ours", simple_value=float(step))]), step)
     assert len(queued) == 3  # ours never went through the queue
+    assert file_writer.event_writer._async_writer._writer._writer in _APPENDERS  # through a descriptor kept open
     writer.close()
     records = [
         (e.step, e.summary.value[0].tag)
@@ -209,6 +213,41 @@ def test_monitor_events_are_written_in_the_training_thread_in_order(tmp_path):
     assert records == [(step, tag) for step in range(3) for tag in ("queued", "ours")]
     with pytest.raises(IOError, match="closed"):  # as add_summary on a closed writer
         _add_summary(file_writer, Summary(), 3)
+
+
+def _gfile(path: Path, started: bool = True, closed: bool = False) -> GFile:
+    file = GFile(str(path), "wb")
+    if started:
+        file.write(b"first")
+    if closed:
+        file.close()
+    return file
+
+
+@pytest.mark.parametrize(
+    ("make_file", "kept_open"),
+    [
+        (lambda path: _gfile(path), True),  # TensorBoard's own GFile, local, its first record written
+        (lambda path: _gfile(path, started=False), False),  # its first write truncates the file: left to it
+        (lambda path: _gfile(path, closed=True), False),
+        (lambda path: io.BytesIO(), False),  # any other file-like object (TensorFlow's GFile, say)
+    ],
+)
+def test_records_are_appended_through_a_descriptor_only_to_tensorboards_local_gfile(tmp_path, make_file, kept_open):
+    record_writer = RecordWriter(make_file(tmp_path / "events"))
+    appending = _appending_writer(record_writer)
+    assert (appending is not record_writer) == kept_open
+    if kept_open:
+        appending.write(b"ours")
+        record_writer.write(b"theirs")  # the GFile's own append, after ours
+        appending.write(b"ours again")
+        framed = io.BytesIO()
+        for data in (b"ours", b"theirs", b"ours again"):
+            RecordWriter(framed).write(data)
+        assert (tmp_path / "events").read_bytes() == b"first" + framed.getvalue()
+        assert _appending_writer(record_writer) is appending  # one descriptor per file
+        record_writer._writer.close()
+        assert _appending_writer(record_writer) is record_writer  # which raises on a closed GFile, as it should
 
 
 def test_monitors_with_two_optimizers_and_manual_optimization(tmp_path):
