@@ -151,27 +151,28 @@ def quantiles(counts: Any, lower: Any, upper: Any, q: Sequence[float] = DEFAULT_
     return _quantiles(counts[..., finite], lower, upper, probabilities)
 
 
-def _positive_part_integral(start: np.ndarray, end: np.ndarray, width: np.ndarray) -> np.ndarray:
-    """Exact integral of ``max(d, 0)`` over segments of ``width`` where ``d`` is linear from ``start`` to ``end``."""
-    crossing = (start > 0) != (end > 0)
-    positive = start.clip(0.0) + end.clip(0.0)  # where d changes sign, its positive end (the other part is 0)
-    # where d changes sign the positive part is a triangle: width * p^2 / (2 (|start| + |end|)), p the positive end
-    height = np.divide(positive * positive, np.abs(end - start), out=positive.copy(), where=crossing)
-    return width * height / 2.0
-
-
 def _parts(
     difference: np.ndarray, width: np.ndarray, gaps: np.ndarray | None, signs: tuple[int, ...] = (1, -1)
 ) -> np.ndarray:
     r"""The integrals of the positive parts of ``sign * (F - F_ref)`` over :math:`\log_{10}|g|` for each sign (leading
     axis), from ``difference``, :math:`F - F_{ref}` at the buckets' upper edges (0 below the first bucket, constant
-    over the ``gaps`` after each bucket; None for none)."""
-    before = np.concatenate([np.zeros_like(difference[..., :1]), difference[..., :-1]], axis=-1)  # at the lower edges
+    over the ``gaps`` after each bucket; None for none).
+
+    Within a bucket ``d = sign * (F - F_ref)`` is linear from ``a`` (at its lower edge) to ``b``: the integral of its
+    positive part is ``width * (max(a, 0) + max(b, 0)) / 2``, except where ``d`` changes sign, where it is a triangle,
+    ``width * p^2 / (2 |b - a|)`` with ``p`` the positive end.
+    """
+    edges = np.concatenate([np.zeros_like(difference[..., :1]), difference], axis=-1)  # at the lower, then upper edges
     parts = []
     for sign in signs:
-        start, end = (before, difference) if sign == 1 else (-before, -difference)
-        part = _positive_part_integral(start, end, width)
-        parts.append((part if gaps is None else part + end.clip(0.0) * gaps).sum(axis=-1))
+        d = edges if sign == 1 else -edges
+        positive = d.clip(0.0)
+        ends = positive[..., :-1] + positive[..., 1:]  # where d changes sign: the positive end (the other is 0)
+        above = d > 0
+        crossing = above[..., :-1] != above[..., 1:]
+        height = np.divide(ends * ends, np.abs(np.diff(d, axis=-1)), out=ends, where=crossing)
+        part = width * height / 2.0
+        parts.append((part if gaps is None else part + positive[..., 1:] * gaps).sum(axis=-1))
     return np.stack(parts)
 
 

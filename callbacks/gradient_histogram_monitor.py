@@ -583,16 +583,17 @@ class GradientHistogramMonitor(_StepMonitor):
             # the one device-to-host transfer: bucket counts and non-zero counts of every histogram
             buckets = _stack(item.counts)
             rows = torch.cat([buckets, _stack(item.nonzero).to(buckets.device)[:, None]], dim=1).cpu().numpy()
-            zeros = np.asarray(item.numel) - rows[:, -1]
-            rows, zeros = rows * self.subsample, zeros * self.subsample  # estimates of the full counts
+            if self.subsample != 1:
+                rows *= self.subsample  # estimates of the full counts
+            zeros = np.asarray(item.numel) * self.subsample - rows[:, -1]
             counts = rows[:, :-1]
             counts[:, 0] -= zeros  # bucket 0 holds zero and the smallest subnormals
+            finite = counts[:, :_FIRST_NONFINITE]
             scalars = {
                 f"{item.prefix}zeros": float(zeros[0]),
-                f"{item.prefix}nonfinite": float(counts[0, _FIRST_NONFINITE:].sum()),
+                f"{item.prefix}nonfinite": float(rows[0, _FIRST_NONFINITE:-1].sum()),
             }
-            finite = counts[:, :_FIRST_NONFINITE]
-            span = occupied_span(finite.any(0))  # the quantiles only need the buckets some row occupies
+            span = occupied_span(finite.any(0) if len(finite) > 1 else finite[0])  # the buckets some row occupies
             levels = _quantiles(
                 finite[:, span].astype(np.float64),
                 _FINITE_LOWER[span] - item.log10_scale,

@@ -121,12 +121,21 @@ _VIRIDIS = np.array(
 )
 
 
+def _viridis_table(levels: int) -> np.ndarray:
+    """The colours of ``levels`` evenly spaced points from 0 to 1, linearly interpolated between the anchors."""
+    x, anchors = np.linspace(0.0, 1.0, levels), np.linspace(0.0, 1.0, len(_VIRIDIS))
+    return np.rint(np.stack([np.interp(x, anchors, _VIRIDIS[:, c]) for c in range(3)], axis=-1)).astype(np.uint8)
+
+
+# 4096 levels: neighbouring levels differ by at most one unit in a channel (the steepest segment rises 77 units in
+# 1/8), so looking the colour up is what interpolating it would give, to within that unit.
+_VIRIDIS_TABLE = _viridis_table(4096)
+
+
 def _viridis(x: np.ndarray) -> np.ndarray:
     """RGB uint8 colours of ``x`` in [0, 1] (clipped), shape ``x.shape + (3,)``."""
-    anchors = np.linspace(0.0, 1.0, len(_VIRIDIS))
-    x = np.clip(x, 0.0, 1.0)
-    rgb = np.stack([np.interp(x, anchors, _VIRIDIS[:, c]) for c in range(3)], axis=-1)
-    return np.rint(rgb).astype(np.uint8)
+    last = len(_VIRIDIS_TABLE) - 1
+    return _VIRIDIS_TABLE[np.rint(np.clip(x, 0.0, 1.0) * last).astype(np.intp)]
 
 
 # ------------------------------------------------------------------------------------------------ resampling
