@@ -10,7 +10,11 @@ writer use it.
 
 from __future__ import annotations
 
-import google_crc32c
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # without its C extension it warns; it is then not used
+    import google_crc32c
 
 __all__ = ["masked_crc32c", "use_fast_checksums"]
 

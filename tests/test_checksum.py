@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import google_crc32c
 import pytest
 from helpers import read_events
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_masked_crc32c
@@ -48,3 +49,11 @@ def test_tensorboard_writes_readable_files_with_it(tmp_path):
     events = read_events(str(tmp_path))  # TensorBoard's reader drops a record whose checksum is wrong
     assert [s.value for s in events.Scalars("a")] == [0.0, 1.0, 2.0]
     assert [h.histogram_value.bucket for h in events.Histograms("h")] == [[1.0, 2.0, 3.0]] * 3
+
+
+def test_tensorboard_keeps_its_own_checksum_without_the_c_implementation(monkeypatch):
+    """google-crc32c's fallback is pure Python as well: TensorBoard's function is then left in place."""
+    monkeypatch.setattr(record_writer, "masked_crc32c", tensorboard_masked_crc32c)
+    monkeypatch.setattr(google_crc32c, "implementation", "python")
+    assert not use_fast_checksums()
+    assert record_writer.masked_crc32c is tensorboard_masked_crc32c
