@@ -189,6 +189,9 @@ class _Appender:
     def close(self) -> None:
         self._file.close()
 
+    def __del__(self) -> None:  # with the GFile it stands for (a weak key below), without a ResourceWarning
+        self._file.close()
+
 
 #: TensorBoard's GFile -> a RecordWriter over an _Appender of the same file
 _APPENDERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
