@@ -176,6 +176,13 @@ def _parts(
     return np.stack(parts)
 
 
+def _cdf(counts: np.ndarray) -> np.ndarray:
+    """The normalised CDF of bucket counts ``(..., K)`` at the buckets' upper edges (NaN for an empty histogram)."""
+    cdf = np.cumsum(counts, axis=-1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cdf / cdf[..., -1:]
+
+
 def _gaps(lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
     """The gaps after each bucket (the last: 0), or None where there are none (IEEE buckets)."""
     gaps = np.append(lower[1:] - upper[:-1], 0.0)
@@ -188,10 +195,7 @@ def _down_up(
     r"""``[down, up]`` (leading axis) for checked finite-bucket counts: the integrals of the positive and negative
     parts of :math:`F - F_{ref}` over :math:`\log_{10}|g|`, NaN where either histogram is empty (``signs=(1,)``: the
     downward part alone)."""
-    cdf = np.cumsum(counts, axis=-1)
-    cdf_ref = np.cumsum(reference, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        difference = cdf / cdf[..., -1:] - cdf_ref / cdf_ref[..., -1:]  # at each upper edge; 0 below the first bucket
+    difference = _cdf(counts) - _cdf(reference)  # at each upper edge; 0 below the first bucket
     return _parts(difference, upper - lower, _gaps(lower, upper), signs)
 
 
@@ -352,8 +356,7 @@ class DistortionAlarm:
         # the CDFs are equal (0, then 1) outside the buckets that either histogram occupies: only those are integrated
         occupied, known = occupied_span(row), self._reference_span
         span = slice(min(occupied.start, known.start), max(occupied.stop, known.stop))
-        cdf = np.cumsum(row[span], dtype=np.float64)
-        difference = cdf / cdf[-1] - self._reference_cdf[span]
+        difference = _cdf(row[span]) - self._reference_cdf[span]
         gaps = None if self._gaps is None else self._gaps[span]
         score = float(_parts(difference, self._width[span], gaps, signs=(1,))[0])
         if self.alarm_step is None and step < self.early_steps and score >= self.threshold:
@@ -363,8 +366,7 @@ class DistortionAlarm:
 
     def _set_reference(self, step: int, row: np.ndarray) -> None:
         self._reference = (step, row)
-        cdf = np.cumsum(row, dtype=np.float64)
-        self._reference_cdf, self._reference_span = cdf / cdf[-1], occupied_span(row)
+        self._reference_cdf, self._reference_span = _cdf(row), occupied_span(row)
 
     def _message(self, reference_step: int, reference: np.ndarray, step: int, row: np.ndarray, score: float) -> str:
         median = _quantiles(np.stack([reference, row]), self._lower, self._upper, np.array([0.5]))[:, 0]
