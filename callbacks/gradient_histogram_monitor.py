@@ -70,12 +70,14 @@ _CPU_PIECE = 2**18  # elements binned at a time on the CPU: their int32 bucket i
 # Gradients smaller than this are copied into one tensor and binned together: binning a tensor costs a few
 # microseconds of calls whatever its size, which the copy of a small one undercuts.
 _BATCH_BELOW = 2**14
-# The masks and shifts as 0-dim tensors (CPU scalars: fine with any device), as a Python int operand is wrapped in a
-# new tensor on every call (~1 us each). The mask clears the sign bit; the shift leaves the bucket's 10 bits.
-_MAGNITUDE = {
-    torch.int32: (torch.tensor(0x7FFFFFFF, dtype=torch.int32), torch.tensor(21, dtype=torch.int32)),  # float32
-    torch.int16: (torch.tensor(0x7FFF, dtype=torch.int16), torch.tensor(5, dtype=torch.int16)),  # bfloat16
-}
+# The masks and shifts as 0-dim tensors (CPU scalars, whatever torch.set_default_device says: fine with any device),
+# as a Python int operand is wrapped in a new tensor on every call (~1 us each). The mask clears the sign bit; the
+# shift leaves the bucket's 10 bits.
+with torch.device("cpu"):
+    _MAGNITUDE = {
+        torch.int32: (torch.tensor(0x7FFFFFFF, dtype=torch.int32), torch.tensor(21, dtype=torch.int32)),  # float32
+        torch.int16: (torch.tensor(0x7FFF, dtype=torch.int16), torch.tensor(5, dtype=torch.int16)),  # bfloat16
+    }
 # Below this many elements, counting the non-zero elements costs less than reading the count of bucket 0 first
 _COUNT_ZEROS_BELOW = 4096
 _ONE = torch.tensor(1, dtype=torch.int8, device="cpu")

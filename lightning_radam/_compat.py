@@ -24,6 +24,7 @@ torch.optim's ``torch._foreach_*`` operations, used the way ``torch.optim`` uses
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -80,19 +81,18 @@ def _probe_fused_adam(decoupled_weight_decay: bool) -> str | None:
     kernel = getattr(torch, name, None)
     if kernel is None:
         return f"torch.{name} does not exist"
-    f64 = torch.float64
+    cpu = functools.partial(torch.tensor, dtype=torch.float64, device="cpu")  # the CPU kernel, whatever the default
     h: dict[str, Any] = dict(
-        param=torch.tensor([1.0, -2.0], dtype=f64), grad=torch.tensor([1.0, -0.5], dtype=f64),
-        exp_avg=torch.tensor([0.1, -0.2], dtype=f64), exp_avg_sq=torch.tensor([0.01, 0.04], dtype=f64),
+        param=cpu([1.0, -2.0]), grad=cpu([1.0, -0.5]), exp_avg=cpu([0.1, -0.2]), exp_avg_sq=cpu([0.01, 0.04]),
         lr=0.1, beta1=0.9, beta2=0.99, weight_decay=0.1, eps=1e-3, step=3, maximize=True, grad_scale=2.0,
     )  # fmt: skip
     param, grad, exp_avg, exp_avg_sq = (h[k].clone() for k in ("param", "grad", "exp_avg", "exp_avg_sq"))
-    step = torch.tensor(float(h["step"]))  # read, not incremented, by the kernel
+    step = torch.tensor(float(h["step"]), device="cpu")  # read, not incremented, by the kernel
     try:
         kernel(
             [param], [grad], [exp_avg], [exp_avg_sq], [], [step], amsgrad=False, lr=h["lr"], beta1=h["beta1"],
             beta2=h["beta2"], weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"],
-            grad_scale=torch.tensor(h["grad_scale"]), found_inf=None,
+            grad_scale=torch.tensor(h["grad_scale"], device="cpu"), found_inf=None,
         )  # fmt: skip
     except Exception as error:  # any failure means the contract is not there
         return f"torch.{name} failed on a tiny input: {type(error).__name__}: {error}"

@@ -69,7 +69,7 @@ class _ShardSum(Metric):
 
     def __init__(self, process_group: Any) -> None:
         super().__init__(process_group=process_group, compute_with_cache=False)
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, device="cpu"), dist_reduce_fx="sum")
 
     def update(self, part: Tensor) -> None:
         self.total = self.total + part

@@ -521,7 +521,7 @@ def _param_tensors(param_group: dict[str, Any]) -> list[Tensor]:
 def _lazy_state(state: dict[str, Any], param: Tensor) -> dict[str, Any]:
     """Create a parameter's Adam state on its first step, with torch.optim.RAdam's keys (host-side ``step``)."""
     if len(state) == 0:
-        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["step"] = torch.tensor(0.0, dtype=torch.float32, device="cpu")  # not torch.set_default_device's
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
     return state
@@ -648,7 +648,7 @@ class RAdam(Optimizer):
         for param_state in self.state.values():
             step = param_state.get("step")
             if step is not None and not (torch.is_tensor(step) and step.device.type == "cpu"):
-                param_state["step"] = torch.tensor(float(step), dtype=torch.float32)  # host-side step counts
+                param_state["step"] = torch.tensor(float(step), dtype=torch.float32, device="cpu")  # host-side
 
     @staticmethod
     def defaults_for_old_checkpoints() -> dict[str, Any]:

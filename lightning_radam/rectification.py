@@ -112,7 +112,7 @@ def _as_float64(x: Any, name: str) -> tuple[Any, str]:
             array = np.array([real(v, f"Invalid {name}", "real numbers") for v in array.flat]).reshape(array.shape)
         if array.dtype.kind not in "iuf":
             raise TypeError(f"Invalid {name}: expected real numbers, got an array of dtype {array.dtype}")
-        return torch.as_tensor(array.astype(np.float64)), "numpy"
+        return torch.as_tensor(array.astype(np.float64), device="cpu"), "numpy"
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise TypeError(f"Invalid {name}: expected a number, array or tensor, got {type(x).__name__} {shown_repr(x)}")
     return real(x, f"Invalid {name}"), "scalar"

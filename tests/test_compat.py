@@ -5,6 +5,8 @@ fallback (the foreach path, with a warning) is tested too.
 """
 
 import math
+import subprocess
+import sys
 
 import lightning as L
 import pytest
@@ -245,3 +247,49 @@ def test_compat_norm_bases_are_the_base_of_every_batch_and_instance_norm():
     for cls in (nn.LayerNorm, nn.GroupNorm, nn.Linear, nn.Embedding):
         assert not issubclass(cls, _compat.NORM_BASES), cls
     assert isinstance(nn.BatchNorm1d(3), _compat.NORM_BASES)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torch.set_default_device: the host-side tensors (the import-time probe, step counts, masks) stay on the CPU
+
+_DEFAULT_DEVICE_SCRIPT = """
+import numpy as np, torch
+torch.set_default_device("meta")  # a device no CPU tensor can meet: any host-side tensor created on it fails
+from lightning_radam import RAdam, _compat
+from lightning_radam._distributed import _ShardSum
+from lightning_radam.callbacks.gradient_histogram_monitor import log2_bucket_counts
+from lightning_radam.rectification import r_t
+
+def run(fused):
+    param = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0], device="cpu"))
+    optimizer = RAdam([param], lr=0.1, fused=fused)
+    for t in range(8):
+        param.grad = torch.tensor([0.5, -1.0, 2.0], device="cpu") * (t + 1)
+        optimizer.step()
+    assert optimizer.state[param]["step"].device.type == "cpu", optimizer.state[param]["step"]
+    return param.detach().clone()
+
+assert all(_compat._FUSED_ADAM_WORKS.values())
+params = [run(fused) for fused in (None, True)]
+values = torch.tensor([1.0, 1.3, -1.6, 0.0], device="cpu")
+counts = log2_bucket_counts(values)[[0, 508, 509, 510]].tolist()
+rectified = r_t(np.array([6.0, 100.0]), 0.999)
+metric = _ShardSum(None)
+metric.update(torch.tensor([2, 3], device="cpu"))
+total = metric.compute().tolist()
+torch.set_default_device(None)
+assert [p.tolist() for p in params] == [p.tolist() for p in (run(None), run(True))]
+assert counts == [1, 1, 1, 1], counts
+assert isinstance(rectified, np.ndarray) and np.array_equal(rectified, r_t(np.array([6.0, 100.0]), 0.999))
+assert total == [2, 3], total
+print("ok")
+"""
+
+
+def test_host_side_tensors_stay_on_the_cpu_whatever_the_default_device():
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", _DEFAULT_DEVICE_SCRIPT],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok", result.stdout
