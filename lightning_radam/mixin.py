@@ -226,7 +226,8 @@ class RAdamMixin:
             RuntimeError: from Lightning, if a decay is asked of a module not attached to a ``Trainer``.
 
         Warns:
-            UserWarning: if the warmup is longer than the fit (``trainer.estimated_stepping_batches``), naming both.
+            UserWarning: if the warmup is longer than the fit (``trainer.estimated_stepping_batches``), naming both;
+                not under ``Trainer(fast_dev_run=...)``, whose few steps are a check that the code runs.
         """
         hparams = getattr(self, "hparams", {})
         kind = hparams.get("lr_schedule")
@@ -248,7 +249,7 @@ class RAdamMixin:
         for group in optimizer.param_groups:
             shape = _warmup(warmup, group.get("betas", default_betas))
             schedules.append(_Schedule(kind, total if math.isfinite(total) else 1, min_lr_ratio, *shape))
-            if math.isfinite(total) and shape[1] > total:
+            if math.isfinite(total) and shape[1] > total and not self._radam_smoke_run():
                 length = f"{warmup}" if isinstance(warmup, int) else f"2 / (1 - beta2) = {shape[1]:g}"
                 too_long[length] = schedules[-1](int(total) - 1)
         for length, reached in too_long.items():
@@ -257,6 +258,10 @@ class RAdamMixin:
                 f"(trainer.estimated_stepping_batches): the learning rate reaches only {reached:.3g} of lr"
             )
         return {"scheduler": LambdaLR(optimizer, schedules), "interval": "step", "frequency": 1}
+
+    def _radam_smoke_run(self) -> bool:
+        """Whether the Trainer is a ``fast_dev_run``: a few batches to check that the code runs, not the fit."""
+        return bool(getattr(getattr(self, "_trainer", None), "fast_dev_run", False))
 
     def _radam_total_steps(self, needed: bool) -> float:
         """``trainer.estimated_stepping_batches``; inf for a module outside a Trainer unless ``needed``."""

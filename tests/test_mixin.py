@@ -228,6 +228,14 @@ def test_mixin_warns_once_when_the_warmup_outlasts_the_fit(tmp_path, warmup, mes
         assert re.fullmatch(message, ours[0])
 
 
+@pytest.mark.parametrize("fast_dev_run", [True, 3])
+def test_mixin_does_not_warn_about_the_warmup_in_a_fast_dev_run(tmp_path, fast_dev_run):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, logger=False, fast_dev_run=fast_dev_run).fit(Model(net="norms", warmup="untuned_linear"))
+    assert not [w for w in caught if "warmup=" in str(w.message)]
+
+
 def test_mixin_pieces_are_overridable_alone(tmp_path):
     class OneGroup(Model):
         def radam_param_groups(self):
