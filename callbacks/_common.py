@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import weakref
@@ -186,6 +187,10 @@ class _Appender:
     def flush(self) -> None:
         """Nothing to do: every write reached the file."""
 
+    def unlinked(self) -> bool:
+        """Whether the file was deleted since it was opened (its descriptor then writes to no path)."""
+        return os.fstat(self._file.fileno()).st_nlink == 0
+
     def close(self) -> None:
         self._file.close()
 
@@ -206,16 +211,17 @@ def _appending_writer(record_writer: Any) -> Any:
     next to it writes the same bytes in one system call; both append at the end of the file, so the order of the
     records is the order of the writes. Used only for a GFile on the local filesystem that has written its first record
     (which truncates the file) and is open; any other writer (TensorFlow's GFile, a remote filesystem) is returned as
-    it is.
+    it is. If the file is deleted during the run, the next record goes through the GFile, which makes it again at its
+    path (as it does for its own records), and the records after it through a descriptor of the new file.
     """
     file: Any = getattr(record_writer, "_writer", None)
     if type(file) is not GFile:
         return record_writer
     appending = _APPENDERS.get(file)
     if appending is not None:
-        if not file.closed:
+        if not (file.closed or appending._writer.unlinked()):
             return appending
-        _APPENDERS.pop(file).close()
+        _APPENDERS.pop(file).close()  # a deleted file is made again by the GFile's own append, at its path
         return record_writer
     if not (isinstance(file.fs, LocalFileSystem) and file.write_started and not file.closed and file.binary_mode):
         return record_writer

@@ -215,6 +215,13 @@ def test_monitor_events_are_written_in_the_training_thread_in_order(tmp_path):
         _add_summary(file_writer, Summary(), 3)
 
 
+def _framed(*records: bytes) -> bytes:
+    framed = io.BytesIO()
+    for data in records:
+        RecordWriter(framed).write(data)
+    return framed.getvalue()
+
+
 def _gfile(path: Path, started: bool = True, closed: bool = False) -> GFile:
     file = GFile(str(path), "wb")
     if started:
@@ -241,13 +248,23 @@ def test_records_are_appended_through_a_descriptor_only_to_tensorboards_local_gf
         appending.write(b"ours")
         record_writer.write(b"theirs")  # the GFile's own append, after ours
         appending.write(b"ours again")
-        framed = io.BytesIO()
-        for data in (b"ours", b"theirs", b"ours again"):
-            RecordWriter(framed).write(data)
-        assert (tmp_path / "events").read_bytes() == b"first" + framed.getvalue()
+        assert (tmp_path / "events").read_bytes() == b"first" + _framed(b"ours", b"theirs", b"ours again")
         assert _appending_writer(record_writer) is appending  # one descriptor per file
         record_writer._writer.close()
         assert _appending_writer(record_writer) is record_writer  # which raises on a closed GFile, as it should
+
+
+def test_records_after_the_event_file_is_deleted_go_to_the_file_made_again(tmp_path):
+    path = tmp_path / "events"
+    record_writer = RecordWriter(_gfile(path))
+    _appending_writer(record_writer).write(b"ours")
+    path.unlink()  # a user clears the log directory during the run
+    _appending_writer(record_writer).write(b"ours, after")  # through the GFile, which makes the file again
+    record_writer.write(b"theirs")
+    appending = _appending_writer(record_writer)
+    assert appending is not record_writer  # a descriptor of the new file
+    appending.write(b"ours again")
+    assert path.read_bytes() == _framed(b"ours, after", b"theirs", b"ours again")
 
 
 def test_monitors_with_two_optimizers_and_manual_optimization(tmp_path):
