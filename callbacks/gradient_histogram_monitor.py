@@ -78,9 +78,9 @@ with torch.device("cpu"):
         torch.int32: (torch.tensor(0x7FFFFFFF, dtype=torch.int32), torch.tensor(21, dtype=torch.int32)),  # float32
         torch.int16: (torch.tensor(0x7FFF, dtype=torch.int16), torch.tensor(5, dtype=torch.int16)),  # bfloat16
     }
+    _ONE = torch.tensor(1, dtype=torch.int8)  # float64's sign bit shifted out
 # Below this many elements, counting the non-zero elements costs less than reading the count of bucket 0 first
 _COUNT_ZEROS_BELOW = 4096
-_ONE = torch.tensor(1, dtype=torch.int8, device="cpu")
 
 
 def log2_bucket_counts(tensor: Tensor) -> Tensor:
