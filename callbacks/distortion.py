@@ -189,14 +189,11 @@ def _gaps(lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
     return gaps if gaps.any() else None
 
 
-def _down_up(
-    counts: np.ndarray, reference: np.ndarray, lower: np.ndarray, upper: np.ndarray, signs: tuple[int, ...] = (1, -1)
-) -> np.ndarray:
+def _down_up(counts: np.ndarray, reference: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     r"""``[down, up]`` (leading axis) for checked finite-bucket counts: the integrals of the positive and negative
-    parts of :math:`F - F_{ref}` over :math:`\log_{10}|g|`, NaN where either histogram is empty (``signs=(1,)``: the
-    downward part alone)."""
+    parts of :math:`F - F_{ref}` over :math:`\log_{10}|g|`, NaN where either histogram is empty."""
     difference = _cdf(counts) - _cdf(reference)  # at each upper edge; 0 below the first bucket
-    return _parts(difference, upper - lower, _gaps(lower, upper), signs)
+    return _parts(difference, upper - lower, _gaps(lower, upper))
 
 
 def _check_pair(counts: Any, reference: Any, lower: Any, upper: Any) -> np.ndarray:

@@ -136,14 +136,18 @@ class PerScalarTensorBoardLogger(TensorBoardLogger):
         super().log_metrics(metrics, step)
 
 
-def scalar_events(log_dir):
-    """``(step, sorted tags)`` of every event that holds scalars, from every event file of a run."""
-    events = [
+def raw_events(log_dir):
+    """Every event of every event file of a run, in the order of the files and of their records."""
+    return [
         e
         for path in sorted(Path(log_dir).glob("events.out.tfevents.*"))
         for e in LegacyEventFileLoader(str(path)).Load()
     ]
-    tags = [(e.step, sorted(v.tag for v in e.summary.value if v.HasField("simple_value"))) for e in events]
+
+
+def scalar_events(log_dir):
+    """``(step, sorted tags)`` of every event that holds scalars, from every event file of a run."""
+    tags = [(e.step, sorted(v.tag for v in e.summary.value if v.HasField("simple_value"))) for e in raw_events(log_dir)]
     return [(step, names) for step, names in tags if names]
 
 
@@ -168,8 +172,7 @@ def test_monitors_write_the_scalars_of_a_step_as_one_event_read_as_log_metrics_w
             sorted(v.tag for v in e.summary.value if v.HasField("histo")),
             any(v.HasField("simple_value") for v in e.summary.value),
         )
-        for path in sorted(Path(log_dirs[TensorBoardLogger]).glob("events.out.tfevents.*"))
-        for e in LegacyEventFileLoader(str(path)).Load()
+        for e in raw_events(log_dirs[TensorBoardLogger])
         if any(v.HasField("histo") for v in e.summary.value)
     ]
     assert histograms == [(step, ["grad/log10_abs", "grad/log10_abs/early"], True) for step in range(3)]
@@ -204,12 +207,7 @@ def test_monitor_events_are_written_in_the_training_thread_in_order(tmp_path):
     assert len(queued) == 3  # ours never went through the queue
     assert file_writer.event_writer._async_writer._writer._writer in _APPENDERS  # through a descriptor kept open
     writer.close()
-    records = [
-        (e.step, e.summary.value[0].tag)
-        for path in sorted(tmp_path.glob("events.out.tfevents.*"))
-        for e in LegacyEventFileLoader(str(path)).Load()
-        if e.summary.value
-    ]
+    records = [(e.step, e.summary.value[0].tag) for e in raw_events(tmp_path) if e.summary.value]
     assert records == [(step, tag) for step in range(3) for tag in ("queued", "ours")]
     with pytest.raises(IOError, match="closed"):  # as add_summary on a closed writer
         _add_summary(file_writer, Summary(), 3)
