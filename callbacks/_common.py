@@ -22,6 +22,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter  # type: ignor
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
+from lightning_radam._checks import check_int
 from lightning_radam._compat import batches_that_stepped, log_every_n_steps, logger_prefix, summary_file_writer
 
 from ._checksum import use_fast_checksums
@@ -30,15 +31,6 @@ from ._distributed import takes_part
 #: Optimizer steps logged one by one from step 0 before the regular interval starts (both monitors' default): the
 #: distortion of Liu et al. (2020, Fig. 2) and the unrectified steps happen there.
 EARLY_STEPS = 50
-
-
-def _check_count(value: Any, name: str, minimum: int = 1) -> int:
-    """A monitor's int argument ``>= minimum`` (a Python int: not a bool, a float or a NumPy integer)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Invalid {name}: expected an int, got {value!r}")
-    if not value >= minimum:
-        raise ValueError(f"Invalid {name}: {value} (expected an int >= {minimum})")
-    return value
 
 
 def _compile_pattern(pattern: Any, name: str) -> re.Pattern | None:
@@ -255,8 +247,8 @@ class _StepMonitor(Callback):
     """
 
     def __init__(self, every_n_steps: int | None, early_steps: int) -> None:
-        self.every_n_steps = None if every_n_steps is None else _check_count(every_n_steps, "every_n_steps")
-        self.early_steps = _check_count(early_steps, "early_steps", minimum=0)
+        self.every_n_steps = None if every_n_steps is None else check_int("every_n_steps", every_n_steps, minimum=1)
+        self.early_steps = check_int("early_steps", early_steps, minimum=0)
         self._interval = self.every_n_steps or 1  # resolved at fit start when every_n_steps is None
         self._last_logged: dict[int, int] = {}  # optimizer index -> last logged step
         self._names: dict[int, str] = {}

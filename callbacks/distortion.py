@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_radam._checks import check_int, check_positive
+
 __all__ = [
     "DEFAULT_EARLY_STEPS",
     "DEFAULT_QUANTILES",
@@ -283,7 +285,8 @@ class DistortionAlarm:
 
     Raises:
         ValueError: if the edges are invalid (see :func:`quantiles`), ``threshold`` is not a finite number
-            ``> 0`` or ``early_steps`` is not an int ``>= 1``.
+            ``> 0`` or ``early_steps`` is ``< 1``.
+        TypeError: if ``threshold`` is not a real number or ``early_steps`` not an int.
 
     Example:
         >>> lower, upper = np.arange(-10.0, 0.0), np.arange(-9.0, 1.0)  # one bucket per decade
@@ -301,12 +304,8 @@ class DistortionAlarm:
     ) -> None:
         self._finite, self._lower, self._upper = _check_edges(lower, upper)
         self._all_finite = bool(self._finite.all())
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold < np.inf:
-            raise ValueError(f"Invalid threshold: {threshold!r} (expected a finite number of decades > 0)")
-        if isinstance(early_steps, bool) or not isinstance(early_steps, int) or early_steps < 1:
-            raise ValueError(f"Invalid early_steps: {early_steps!r} (expected an int >= 1)")
-        self.threshold = float(threshold)
-        self.early_steps = early_steps
+        self.threshold = check_positive("threshold", threshold)
+        self.early_steps = check_int("early_steps", early_steps, minimum=1)
         self.alarm_step: int | None = None
         self.message: str | None = None
         self._reference: tuple[int, np.ndarray] | None = None  # (step, counts in the finite buckets)

@@ -22,13 +22,13 @@ from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary  # type
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_radam._checks import check_int, check_positive
 from lightning_radam._compat import optimizer_handles_unscaling, summary_file_writer
 from lightning_radam._distributed import is_dtensor, local_tensor
 
 from ._common import (
     EARLY_STEPS,
     _callbacks,
-    _check_count,
     _check_prefix,
     _compile_pattern,
     _layers_match,
@@ -395,24 +395,20 @@ class GradientHistogramMonitor(_StepMonitor):
         super().__init__(every_n_steps, early_steps)
         self.layers = _compile_pattern(layers, "layers")
         self.layer_every_n_steps = (
-            None if layer_every_n_steps is None else _check_count(layer_every_n_steps, "layer_every_n_steps")
+            None if layer_every_n_steps is None else check_int("layer_every_n_steps", layer_every_n_steps, minimum=1)
         )
         if when not in _WHEN:
             raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
         self.when = when
         self.prefix = _check_prefix(prefix)
-        self.subsample = _check_count(subsample, "subsample")
+        self.subsample = check_int("subsample", subsample, minimum=1)
         if self.subsample > MAX_SUBSAMPLE:
             raise ValueError(f"Invalid subsample: {subsample} (expected 1 <= subsample <= {MAX_SUBSAMPLE})")
         if on_distortion not in _ON_DISTORTION:
             raise ValueError(f"Invalid on_distortion: {on_distortion!r} (expected one of {_ON_DISTORTION})")
         self.on_distortion = on_distortion
-        if isinstance(distortion_threshold, bool) or not isinstance(distortion_threshold, int | float):
-            raise TypeError(f"Invalid distortion_threshold: expected a number of decades, got {distortion_threshold!r}")
-        if not 0.0 < distortion_threshold < math.inf:
-            raise ValueError(f"Invalid distortion_threshold: {distortion_threshold} (expected a finite number > 0)")
-        self.distortion_threshold = float(distortion_threshold)
-        self.distortion_steps = _check_count(distortion_steps, "distortion_steps")
+        self.distortion_threshold = check_positive("distortion_threshold", distortion_threshold)
+        self.distortion_steps = check_int("distortion_steps", distortion_steps, minimum=1)
         self._pending: dict[int, _Pending] = {}
         self._hooks: dict[int, Any] = {}
         self._write_histograms = True

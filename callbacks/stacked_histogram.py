@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto.summary_pb2 import Summary  # type: ignore[import-untyped]
 
+from lightning_radam._checks import check_int, check_positive
+
 from .distortion import occupied_span
 
 __all__ = ["encode_png", "image_summary", "render_stacked_histogram"]
@@ -191,14 +193,6 @@ def _decade_label(exponent: int) -> str:
 # ------------------------------------------------------------------------------------------------------ checks
 
 
-def _check_size(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"Invalid {name}: expected an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"Invalid {name}: {value} (expected an int >= {minimum})")
-    return int(value)
-
-
 def _as_array(name: str, value: Any, ndim: int) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
@@ -312,16 +306,15 @@ def render_stacked_histogram(
         >>> image.shape, image.dtype
         ((400, 640, 3), dtype('uint8'))
     """
-    width = _check_size("width", width, 1)
-    height = _check_size("height", height, 1)
+    width = check_int("width", width, minimum=1)
+    height = check_int("height", height, minimum=1)
     steps = _check_steps(steps)
     counts, lower, upper = _check_bins(counts, lower, upper, len(steps))
     if not isinstance(title, str):
         raise TypeError(f"Invalid title: expected a str, got {title!r}")
     if not (isinstance(margin, numbers.Real) and math.isfinite(margin) and margin >= 0):
         raise ValueError(f"Invalid margin: {margin!r} (expected a finite number of decades >= 0)")
-    if not (isinstance(decades, numbers.Real) and math.isfinite(decades) and decades > 0):
-        raise ValueError(f"Invalid decades: {decades!r} (expected a finite number > 0)")
+    decades = check_positive("decades", decades)
 
     # density: the fraction of each step's elements per decade, in each bin
     totals = counts.sum(axis=1, keepdims=True)
@@ -474,7 +467,7 @@ def image_summary(tag: str, png_bytes: bytes, height: int, width: int) -> Summar
         raise ValueError(f"Invalid png_bytes: not a PNG file (starts with {png_bytes[:16]!r})")
     png_width, png_height = struct.unpack(">II", png_bytes[16:24])
     for name, value, expected in (("height", height, png_height), ("width", width, png_width)):
-        _check_size(name, value, 1)
+        check_int(name, value, minimum=1)
         if value != expected:
             raise ValueError(f"Invalid {name}: {value}, but the PNG is {png_width} x {png_height} (width x height)")
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png_bytes)

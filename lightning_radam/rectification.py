@@ -65,7 +65,9 @@ class _Math:
     """The operations of the formulas below on one Python float, under torch's names (``torch`` itself is the other
     backend): ``where`` picks a branch, both of which the formulas keep finite."""
 
-    exp, expm1, log, lgamma, sqrt = (staticmethod(f) for f in (math.exp, math.expm1, math.log, math.lgamma, math.sqrt))
+    exp, expm1, log, lgamma, sqrt, isfinite = (
+        staticmethod(f) for f in (math.exp, math.expm1, math.log, math.lgamma, math.sqrt, math.isfinite)
+    )
 
     @staticmethod
     def where(condition: bool, a: float, b: float) -> float:
@@ -86,6 +88,10 @@ class _Math:
     @staticmethod
     def nan_to_num(x: float, nan: float) -> float:
         return nan if math.isnan(x) else x
+
+    @staticmethod
+    def floor(x: float) -> float:
+        return x if math.isinf(x) or math.isnan(x) else float(math.floor(x))
 
 
 def _backend(x: Any) -> Any:
@@ -122,14 +128,19 @@ def _back(x: Any, kind: str) -> Any:
     return x.numpy() if kind == "numpy" else x
 
 
-def _check_steps(t: Any) -> None:
-    if isinstance(t, float):
-        bad = None if t >= 1 and (t == math.inf or t.is_integer()) else t
+def _check_all(x: Any, valid: Any, message: str) -> None:
+    """Raise ``ValueError(message.format(bad))`` for the first element ``bad`` of ``x`` (a Python float or a tensor)
+    where ``valid`` (a bool, or a bool tensor of ``x``'s shape) is false."""
+    if isinstance(valid, bool):
+        bad = None if valid else x
     else:
-        mask = ~(t >= 1) | (t != torch.floor(t))
-        bad = t[mask].flatten()[0].item() if bool(mask.any()) else None
+        bad = None if bool(valid.all()) else x[~valid].flatten()[0].item()
     if bad is not None:
-        raise ValueError(f"Invalid step: {bad} (steps are integers >= 1)")
+        raise ValueError(message.format(bad))
+
+
+def _check_steps(t: Any) -> None:
+    _check_all(t, (t >= 1) & (t == _backend(t).floor(t)), "Invalid step: {} (steps are integers >= 1)")
 
 
 def rho_inf(beta2: float) -> float:
@@ -230,13 +241,8 @@ def r_t(step: Number, beta2: float) -> Number:
 
 
 def _check_rho(rho: Any, lowest: float, what: str) -> None:
-    if isinstance(rho, float):
-        bad = None if lowest < rho < math.inf else rho
-    else:
-        mask = ~(rho > lowest) | ~torch.isfinite(rho)
-        bad = rho[mask].flatten()[0].item() if bool(mask.any()) else None
-    if bad is not None:
-        raise ValueError(f"Invalid rho: {bad} ({what} is finite only for {lowest:g} < rho < inf)")
+    message = f"Invalid rho: {{}} ({what} is finite only for {lowest:g} < rho < inf)"
+    _check_all(rho, (rho > lowest) & _backend(rho).isfinite(rho), message)
 
 
 def _stirling_tail(z: Any) -> Any:

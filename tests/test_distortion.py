@@ -310,30 +310,52 @@ def test_alarm_state_round_trip_resumes_as_an_uninterrupted_run(split):
 
 
 @pytest.mark.parametrize(
-    ("call", "match"),
+    ("call", "error", "match"),
     [
-        (lambda: DistortionAlarm(LOWER, UPPER, threshold=0.0), r"Invalid threshold: 0.0 \(expected a finite number"),
-        (lambda: DistortionAlarm(LOWER, UPPER, threshold=-1), "Invalid threshold: -1"),
-        (lambda: DistortionAlarm(LOWER, UPPER, threshold=math.nan), "Invalid threshold: nan"),
-        (lambda: DistortionAlarm(LOWER, UPPER, threshold=math.inf), "Invalid threshold: inf"),
-        (lambda: DistortionAlarm(LOWER, UPPER, threshold="3"), "Invalid threshold: '3'"),
-        (lambda: DistortionAlarm(LOWER, UPPER, early_steps=0), r"Invalid early_steps: 0 \(expected an int >= 1\)"),
-        (lambda: DistortionAlarm(LOWER, UPPER, early_steps=2.5), "Invalid early_steps: 2.5"),
-        (lambda: DistortionAlarm(LOWER, UPPER, early_steps=True), "Invalid early_steps: True"),
-        (lambda: DistortionAlarm(LOWER[:5], UPPER), r"Invalid lower, upper: .* \(5,\), \(1024,\)"),
-        (lambda: DistortionAlarm(LOWER, UPPER).update(0, np.ones(1023)), r"Invalid counts: .* got \(1023,\)"),
+        (lambda: DistortionAlarm(LOWER, UPPER, threshold=0.0), ValueError, r"Invalid threshold: 0.0 \(expected 0 <"),
+        (lambda: DistortionAlarm(LOWER, UPPER, threshold=-1), ValueError, "Invalid threshold: -1"),
+        (lambda: DistortionAlarm(LOWER, UPPER, threshold=math.nan), ValueError, "Invalid threshold: nan"),
+        (lambda: DistortionAlarm(LOWER, UPPER, threshold=math.inf), ValueError, "Invalid threshold: inf"),
+        (
+            lambda: DistortionAlarm(LOWER, UPPER, threshold="3"),
+            TypeError,
+            "Invalid threshold: expected a number, got '3'",
+        ),
+        (
+            lambda: DistortionAlarm(LOWER, UPPER, early_steps=0),
+            ValueError,
+            r"Invalid early_steps: 0 \(expected early_steps >= 1\)",
+        ),
+        (
+            lambda: DistortionAlarm(LOWER, UPPER, early_steps=2.5),
+            TypeError,
+            "Invalid early_steps: expected an int, got 2.5",
+        ),
+        (
+            lambda: DistortionAlarm(LOWER, UPPER, early_steps=True),
+            TypeError,
+            "Invalid early_steps: expected an int, got True",
+        ),
+        (lambda: DistortionAlarm(LOWER[:5], UPPER), ValueError, r"Invalid lower, upper: .* \(5,\), \(1024,\)"),
+        (
+            lambda: DistortionAlarm(LOWER, UPPER).update(0, np.ones(1023)),
+            ValueError,
+            r"Invalid counts: .* got \(1023,\)",
+        ),
         (
             lambda: DistortionAlarm(LOWER, UPPER).update(0, np.ones((2, K))),
+            ValueError,
             r"expected one histogram .* got \(2, 1024\)",
         ),
         (
             lambda: DistortionAlarm(LOWER, UPPER).load_state_dict({"reference_step": 0, "reference": [1.0] * 5}),
+            ValueError,
             "Invalid state_dict: a reference of 5 buckets, expected 1020",
         ),
     ],
 )
-def test_alarm_bad_input_names_the_argument_and_the_value(call, match):
-    with pytest.raises(ValueError, match=match):
+def test_alarm_bad_input_names_the_argument_and_the_value(call, error, match):
+    with pytest.raises(error, match=match):
         call()
 
 

@@ -385,7 +385,7 @@ GOOD = {"steps": [0, 1], "counts": np.ones((2, 3)), "lower": np.arange(3.0), "up
         ({"lower": [0.0, 0.5, 2.0]}, ValueError, r"Invalid lower: .*bin 1 starting at 0.5 below the end of bin 0"),
         ({"width": 40}, ValueError, r"Invalid width: 40 leaves no room for the plot"),
         ({"height": 30}, ValueError, r"Invalid height: 30 leaves no room for the plot"),
-        ({"width": 0}, ValueError, r"Invalid width: 0 \(expected an int >= 1\)"),
+        ({"width": 0}, ValueError, r"Invalid width: 0 \(expected width >= 1\)"),
         ({"width": "640"}, TypeError, r"Invalid width: expected an int, got '640'"),
         ({"height": True}, TypeError, r"Invalid height: expected an int, got True"),
         ({"title": 7}, TypeError, r"Invalid title: expected a str, got 7"),
@@ -393,6 +393,7 @@ GOOD = {"steps": [0, 1], "counts": np.ones((2, 3)), "lower": np.arange(3.0), "up
         ({"margin": math.nan}, ValueError, r"Invalid margin: nan"),
         ({"decades": 0}, ValueError, r"Invalid decades: 0"),
         ({"decades": math.inf}, ValueError, r"Invalid decades: inf"),
+        ({"decades": "4"}, TypeError, r"Invalid decades: expected a number, got '4'"),
     ],
 )
 def test_bad_input_errors_name_the_argument(changes, error, message):
