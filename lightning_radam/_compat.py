@@ -169,8 +169,8 @@ def optimizer_handles_unscaling(optimizer: Any) -> bool:
 def batches_that_stepped(trainer: pl.Trainer) -> int:
     """The step index ``LightningModule.log`` gives the loggers during a training batch: the number of batches
     after which an optimizer stepped so far (``trainer.global_step`` counts every optimizer's steps)."""
-    epoch_loop = trainer.fit_loop.epoch_loop
-    return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
+    steps = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", None)  # read on every step of the fit
+    return int(trainer.global_step if steps is None else steps)
 
 
 def summary_file_writer(writer: Any) -> Any:
