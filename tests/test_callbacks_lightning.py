@@ -8,6 +8,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import Model, event_log, known_gradients, make_trainer, read_events, scalar_series
@@ -338,6 +339,25 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
 def test_monitors_reject_bad_arguments(callback, kwargs, error, match):
     with pytest.raises(error, match=match):
         callback(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("callback", "kwargs"),
+    [
+        (RectificationMonitor, {"every_n_steps": np.int64(10), "early_steps": np.int32(0)}),
+        (
+            GradientHistogramMonitor,
+            {"layer_every_n_steps": np.int64(5), "subsample": np.int64(2), "distortion_steps": np.int16(20)},
+        ),
+        (GradientHistogramMonitor, {"distortion_threshold": np.float32(2.5)}),
+    ],
+)
+def test_monitors_take_numpy_numbers_as_python_ones(callback, kwargs):
+    monitor = callback(**kwargs)  # as the optimizer does: checked, and stored as Python ints and floats
+    for name, value in kwargs.items():
+        stored = getattr(monitor, name)
+        assert type(stored) is (int if isinstance(value, np.integer) else float)
+        assert stored == value
 
 
 @pytest.mark.parametrize("callback", [RectificationMonitor, GradientHistogramMonitor])
