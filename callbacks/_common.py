@@ -96,6 +96,13 @@ def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
 
+def _tag_prefix(logger: TensorBoardLogger) -> str:
+    """What ``logger.log_metrics`` puts before each metric name: its ``prefix`` and join character ("" for none). The
+    monitors put it before the tags they write themselves (histograms, the picture, the layout's tags) too."""
+    prefix = logger_prefix(logger)
+    return f"{prefix}{logger.LOGGER_JOIN_CHAR}" if prefix else ""
+
+
 def _event_file_writer(logger: Logger) -> Any | None:
     """The event-file writer of ``logger`` if its ``log_metrics`` would write each metric to it under the metric's own
     name, one ``simple_value`` per event: Lightning's own ``TensorBoardLogger.log_metrics``, without a ``prefix``,
@@ -126,10 +133,11 @@ def _log_scalars(
             if metrics:
                 logger.log_metrics(metrics, step=step)
             if isinstance(logger, TensorBoardLogger):
+                start = _tag_prefix(logger)  # as log_metrics names the scalars
                 for value in histograms:  # through the writer's own API, whichever SummaryWriter it is
                     h = value.histo
                     logger.experiment.add_histogram_raw(
-                        value.tag, min=h.min, max=h.max, num=h.num, sum=h.sum, sum_squares=h.sum_squares,
+                        start + value.tag, min=h.min, max=h.max, num=h.num, sum=h.sum, sum_squares=h.sum_squares,
                         bucket_limits=list(h.bucket_limit), bucket_counts=list(h.bucket), global_step=step,
                     )  # fmt: skip
             continue
@@ -264,9 +272,14 @@ class _StepMonitor(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # A new fit starts from step 0: forget the last run's steps (a checkpoint's are restored after this).
-        self._last_logged = {}
+        if stage == "fit":  # validate, test and predict log nothing here and keep what the last fit left
+            self._reset()
         use_fast_checksums()  # TensorBoard's writer checksums records in pure Python: the same values in C
+
+    def _reset(self) -> None:
+        """Forget the last fit: a new one starts from step 0 (a checkpoint's state is restored after this), also
+        after a fit that raised between the hooks of a step."""
+        self._last_logged = {}
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -274,6 +287,11 @@ class _StepMonitor(Callback):
             raise MisconfigurationException(f"Cannot use {type(self).__name__} with a Trainer that has no logger.")
         self._names = _parameter_names(pl_module)
         self._interval = self.every_n_steps or log_every_n_steps(trainer)  # 0: nothing after the early phase
+        if self._interval == 0 and self.early_steps == 0:
+            rank_zero_warn(
+                f"{self!r} logs no step: early_steps=0, and Trainer(log_every_n_steps=0) with every_n_steps=None"
+                " leaves no regular interval (set every_n_steps or early_steps)."
+            )
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -22,7 +22,7 @@ from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary  # type
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_radam._checks import check_int, check_positive
+from lightning_radam._checks import check_choice, check_int, check_positive
 from lightning_radam._compat import optimizer_handles_unscaling, summary_file_writer
 from lightning_radam._distributed import is_dtensor, local_tensor
 
@@ -36,6 +36,7 @@ from ._common import (
     _logged_step,
     _optimizer_prefix,
     _StepMonitor,
+    _tag_prefix,
     _tensorboard_loggers,
 )
 from ._distributed import sum_histograms_across_shards
@@ -397,16 +398,12 @@ class GradientHistogramMonitor(_StepMonitor):
         self.layer_every_n_steps = (
             None if layer_every_n_steps is None else check_int("layer_every_n_steps", layer_every_n_steps, minimum=1)
         )
-        if when not in _WHEN:
-            raise ValueError(f"Invalid when: {when!r} (expected one of {_WHEN})")
-        self.when = when
+        self.when = check_choice("when", when, _WHEN)
         self.prefix = _check_prefix(prefix)
         self.subsample = check_int("subsample", subsample, minimum=1)
         if self.subsample > MAX_SUBSAMPLE:
             raise ValueError(f"Invalid subsample: {subsample} (expected 1 <= subsample <= {MAX_SUBSAMPLE})")
-        if on_distortion not in _ON_DISTORTION:
-            raise ValueError(f"Invalid on_distortion: {on_distortion!r} (expected one of {_ON_DISTORTION})")
-        self.on_distortion = on_distortion
+        self.on_distortion = check_choice("on_distortion", on_distortion, _ON_DISTORTION)
         self.distortion_threshold = check_positive("distortion_threshold", distortion_threshold)
         self.distortion_steps = check_int("distortion_steps", distortion_steps, minimum=1)
         self._pending: dict[int, _Pending] = {}
@@ -461,9 +458,16 @@ class GradientHistogramMonitor(_StepMonitor):
         self._stop_pending = self.on_distortion == "stop"
 
     @override
+    def _reset(self) -> None:
+        super()._reset()
+        for handle in self._hooks.values():  # left on the last fit's optimizer by a step that raised
+            handle.remove()
+        self._pending, self._hooks = {}, {}
+        self._history, self._drawn, self._alarms, self._stop_pending = {}, {}, {}, False
+
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._history, self._drawn, self._alarms, self._stop_pending = {}, {}, {}, False
         for other in _callbacks(trainer):
             if other is not self and isinstance(other, GradientHistogramMonitor) and other.prefix == self.prefix:
                 raise ValueError(
@@ -477,8 +481,8 @@ class GradientHistogramMonitor(_StepMonitor):
         self._write_histograms = bool(_tensorboard_loggers(trainer))
         if not self._write_histograms:
             rank_zero_warn(
-                "GradientHistogramMonitor: no TensorBoardLogger in trainer.loggers, so no histograms are written;"
-                f" the scalars {self.prefix}/[optimizer<i>/]zeros and {self.prefix}/[optimizer<i>/]nonfinite still are."
+                f"{self!r}: no TensorBoardLogger in trainer.loggers, so no histograms and no stacked picture are"
+                f" written; the scalars still are ({self.prefix}/.../log10_abs/p01-p99, distortion, zeros, nonfinite)."
             )
 
     @override
@@ -489,17 +493,14 @@ class GradientHistogramMonitor(_StepMonitor):
         if logging is None:
             return
         step, index = logging
-        with_layers = (
-            self._write_histograms
-            and self.layers is not None
-            and (self.layer_every_n_steps is None or step % self.layer_every_n_steps == 0)
+        with_layers = (  # per-layer quantiles go to every logger; their histograms to TensorBoard
+            self.layers is not None and (self.layer_every_n_steps is None or step % self.layer_every_n_steps == 0)
         )
         if self.when == "before_clip":
             self._pending[index] = self._collect(trainer, optimizer, index, step, with_layers)
-        elif index not in self._hooks:
+        elif index not in self._hooks:  # removed at the batch's end: never while torch loops over the hooks
 
             def read_after_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-                self._hooks.pop(index).remove()
                 self._pending[index] = self._collect(trainer, opt, index, step, with_layers)
 
             self._hooks[index] = optimizer.register_step_post_hook(read_after_step)
@@ -643,7 +644,8 @@ class GradientHistogramMonitor(_StepMonitor):
         )  # fmt: skip
         png = encode_png(rgb)
         for logger in _tensorboard_loggers(trainer):
-            summary_file_writer(logger.experiment).add_summary(image_summary(tag, png, *rgb.shape[:2]), step)
+            image = image_summary(_tag_prefix(logger) + tag, png, *rgb.shape[:2])  # prefixed as its scalars are
+            summary_file_writer(logger.experiment).add_summary(image, step)
             logger.experiment.flush()  # the picture shows while the run goes on
             path = Path(logger.log_dir) / f"{tag.replace('/', '_')}_step{step}.png"
             path.write_bytes(png)

@@ -12,7 +12,9 @@ __all__ = ["monitoring_layout"]
 _OPT_GROUP = r"radam/(optimizer\d+/)?group\d+/"  # the per-group tags of RectificationMonitor
 
 
-def monitoring_layout(layers: bool = False, gradient_prefixes: Sequence[str] = ("grad",)) -> dict[str, dict[str, list]]:
+def monitoring_layout(
+    layers: bool = False, gradient_prefixes: Sequence[str] = ("grad",), rectification: bool = True, tag_prefix: str = ""
+) -> dict[str, dict[str, list]]:
     r"""The layout :class:`~lightning_radam.callbacks.RectificationMonitor` writes to the "Custom Scalars" tab.
 
     In the format of ``SummaryWriter.add_custom_scalars``: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``.
@@ -28,14 +30,20 @@ def monitoring_layout(layers: bool = False, gradient_prefixes: Sequence[str] = (
         gradient_prefixes: the ``prefix`` of each :class:`~lightning_radam.callbacks.GradientHistogramMonitor` of
             the run; its quantiles, distortion, zero and non-finite counts get curves. Empty for none
             (default: ``("grad",)``).
+        rectification: include the rectification charts, which RectificationMonitor fills for RAdam and Adam-like
+            optimizers (default: True).
+        tag_prefix: put before every tag, as a ``TensorBoardLogger(prefix=...)`` puts its prefix and ``"-"``
+            before each metric it logs (``"run-"`` for ``prefix="run"``) (default: ``""``).
 
     Example:
         >>> sorted(monitoring_layout())
         ['RAdam gradients', 'RAdam rectification']
         >>> monitoring_layout(gradient_prefixes=())["RAdam rectification"]["r_t (variance rectification term)"]
         ['Multiline', ['radam/(optimizer\\d+/)?group\\d+/r_t$']]
+        >>> monitoring_layout(rectification=False, tag_prefix="run-")["RAdam gradients"]["exact zeros in the gradients"]
+        ['Multiline', ['run\\-grad/(optimizer\\d+/)?zeros$']]
     """
-    rectification: dict[str, list] = {
+    charts: dict[str, list] = {
         "rho_t (length of the approximated simple moving average)": ["Multiline", [_OPT_GROUP + "rho_t$"]],
         "r_t (variance rectification term)": ["Multiline", [_OPT_GROUP + "r_t$"]],
         "log10 variance of the adaptive learning rate, per unit sigma^2": [
@@ -49,15 +57,15 @@ def monitoring_layout(layers: bool = False, gradient_prefixes: Sequence[str] = (
         "rectified and skipped steps": ["Multiline", [_OPT_GROUP + "rectified$", _OPT_GROUP + "skipped$"]],
     }
     if layers:
-        rectification["adaptive learning rate per layer, log10"] = [
+        charts["adaptive learning rate per layer, log10"] = [
             "Multiline",
             [r"radam/layer/.+/adaptive_lr_log10_mean$", r"radam/layer/.+/rectified_lr_log10_mean$"],
         ]
-        rectification["spread of the adaptive learning rate per layer, std of log10"] = [
+        charts["spread of the adaptive learning rate per layer, std of log10"] = [
             "Multiline",
             [r"radam/layer/.+/adaptive_lr_log10_std$"],
         ]
-    layout = {"RAdam rectification": rectification}
+    layout = {"RAdam rectification": charts} if rectification else {}
     prefixes = [re.escape(prefix) + r"/(optimizer\d+/)?" for prefix in dict.fromkeys(gradient_prefixes)]
     if prefixes:
         layout["RAdam gradients"] = {
@@ -72,4 +80,8 @@ def monitoring_layout(layers: bool = False, gradient_prefixes: Sequence[str] = (
             "exact zeros in the gradients": ["Multiline", [prefix + "zeros$" for prefix in prefixes]],
             "inf and NaN in the gradients": ["Multiline", [prefix + "nonfinite$" for prefix in prefixes]],
         }
-    return layout
+    start = re.escape(tag_prefix)
+    return {
+        category: {title: [kind, [start + tag for tag in tags]] for title, (kind, tags) in charts.items()}
+        for category, charts in layout.items()
+    }

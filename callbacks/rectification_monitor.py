@@ -26,6 +26,7 @@ from ._common import (
     _logged_step,
     _optimizer_prefix,
     _StepMonitor,
+    _tag_prefix,
     _tensorboard_loggers,
 )
 from ._distributed import mean_and_std_across_shards, std_mean
@@ -123,7 +124,9 @@ class RectificationMonitor(_StepMonitor):
     ``TensorBoardLogger`` the custom-scalars layout :func:`~lightning_radam.callbacks.monitoring_layout`
     is written once at fit start, with only the charts of tags this run logs (per-layer charts if ``layers``
     matches a parameter, gradient counts for each GradientHistogramMonitor of the Trainer).
-    Nothing synchronises on steps that are not logged.
+    Nothing synchronises on steps that are not logged. A Trainer takes one RectificationMonitor: it covers every
+    optimizer, and Lightning refuses a second (a ``RuntimeError`` about "more than one stateful callback"), which
+    would write the same tags.
 
     Args:
         every_n_steps: after the early phase, log on optimizer steps whose index is a multiple of this;
@@ -168,14 +171,30 @@ class RectificationMonitor(_StepMonitor):
         self._pending: dict[int, _Pending] = {}
         self._warned: set[int] = set()
 
+    def __repr__(self) -> str:
+        layers = None if self.layers is None else self.layers.pattern
+        schedule = f"every_n_steps={self.every_n_steps}, early_steps={self.early_steps}"
+        return f"{type(self).__name__}({schedule}, layers={layers!r})"
+
+    @override
+    def _reset(self) -> None:
+        super()._reset()
+        self._pending = {}  # a step of the last fit that raised before its batch ended
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         layers = _layers_match(self, self.layers, self._names)
         if self.write_layout and trainer.is_global_zero:
             prefixes = [c.prefix for c in _callbacks(trainer) if isinstance(c, GradientHistogramMonitor)]
+            monitored = any(_is_radam(optimizer) or _is_adam_like(optimizer) for optimizer in trainer.optimizers)
             for logger in _tensorboard_loggers(trainer):
-                logger.experiment.add_custom_scalars(monitoring_layout(layers=layers, gradient_prefixes=prefixes))
+                layout = monitoring_layout(
+                    layers=layers and monitored, gradient_prefixes=prefixes, rectification=monitored,
+                    tag_prefix=_tag_prefix(logger),
+                )  # fmt: skip
+                if layout:
+                    logger.experiment.add_custom_scalars(layout)
 
     @override
     def on_before_optimizer_step(

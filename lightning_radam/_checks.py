@@ -86,6 +86,15 @@ def check_bool(name: str, value: Any, optional: bool = False) -> bool | None:
     return bool(value)
 
 
+def check_choice(name: str, value: Any, choices: tuple[str | None, ...]) -> Any:
+    """``value`` if it is one of ``choices`` (strings, and ``None`` where it is one of them)."""
+    if (value is None or isinstance(value, str)) and value in choices:
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"Invalid {name}: expected one of {choices}, got {shown_repr(value)}")
+    raise ValueError(f"Invalid {name}: {value!r} (expected one of {choices})")
+
+
 def check_int(name: str, value: Any, minimum: int) -> int:
     """``value`` as a Python int ``>= minimum`` (a NumPy integer is accepted, a bool or a float is not)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_radam._checks import check_betas, check_fraction, check_warmup, shown_repr
+from lightning_radam._checks import check_betas, check_choice, check_fraction, check_warmup, shown_repr
 from lightning_radam._compat import NORM_BASES
 from lightning_radam.baselines import _exponential_factor, _linear_factor, _untuned_warmup_steps
 from lightning_radam.optim import RAdam
@@ -233,9 +233,7 @@ class RAdamMixin:
         kind = hparams.get("lr_schedule")
         min_lr_ratio = check_fraction("min_lr_ratio", hparams.get("min_lr_ratio", 0.0))
         warmup = check_warmup(hparams.get("warmup"))
-        if kind not in _SCHEDULES:
-            raise ValueError(f"Invalid lr_schedule: {kind!r} (expected one of {_SCHEDULES})")
-        kind = kind or "none"
+        kind = check_choice("lr_schedule", kind, _SCHEDULES) or "none"
         if kind == "none" and not warmup:
             return None
         total = self._radam_total_steps(needed=kind != "none")

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_radam._checks import check_betas, check_eps, check_lr, check_threshold, check_weight_decay
+from lightning_radam._checks import check_betas, check_choice, check_eps, check_lr, check_threshold, check_weight_decay
 from lightning_radam._checks import check_bool as _check_bool
 from lightning_radam._compat import AMP_SCALING_FLAG, FusedAdam, amp_scaling_inputs, fused_adam
 from lightning_radam._distributed import is_dtensor, local_tensor, sum_across_shards
@@ -493,11 +493,7 @@ def _check_group(group: dict[str, Any]) -> dict[str, Any]:
         checked[name] = _check_bool(name, group[name])
     for name in ("foreach", "fused"):
         checked[name] = _check_bool(name, group[name], optional=True)
-    if not isinstance(group["nonfinite_grad"], str):
-        raise TypeError(f"Invalid nonfinite_grad: expected one of {_NONFINITE_GRAD}, got {group['nonfinite_grad']!r}")
-    if group["nonfinite_grad"] not in _NONFINITE_GRAD:
-        raise ValueError(f"Invalid nonfinite_grad: {group['nonfinite_grad']!r} (expected one of {_NONFINITE_GRAD})")
-    checked["nonfinite_grad"] = group["nonfinite_grad"]
+    checked["nonfinite_grad"] = check_choice("nonfinite_grad", group["nonfinite_grad"], _NONFINITE_GRAD)
     if checked["foreach"] and checked["fused"]:
         raise ValueError("Invalid foreach and fused: at most one of them can be True")
     return checked

@@ -58,10 +58,11 @@ def test_monitors_send_scalars_to_csv_and_warn_once_without_tensorboard(tmp_path
         trainer.fit(Model())
     messages = [str(w.message) for w in caught if "TensorBoardLogger" in str(w.message)]
     assert len(messages) == 1
-    assert messages[0].startswith("GradientHistogramMonitor: no TensorBoardLogger")
+    assert messages[0].startswith("GradientHistogramMonitor(prefix='grad', when='before_clip'): no TensorBoardLogger")
     header, *rows = (tmp_path / "version_0" / "metrics.csv").read_text().splitlines()
     columns = header.split(",")
-    for name in ("radam/group0/rho_t", "radam/group0/skipped", "grad/zeros", "grad/nonfinite"):
+    per_layer = [f"grad/layer/hidden.{kind}/log10_abs/{q}" for kind in ("weight", "bias") for q in ("p01", "p99")]
+    for name in ("radam/group0/rho_t", "radam/group0/skipped", "grad/zeros", "grad/nonfinite", *per_layer):
         assert name in columns
     cells = [row.split(",") for row in rows]
     rho = [
@@ -280,14 +281,30 @@ def test_monitors_with_two_optimizers_and_manual_optimization(tmp_path):
     ]
 
 
-def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
-    trainer = make_trainer(tmp_path, [RectificationMonitor(layers="weight"), GradientHistogramMonitor()], max_steps=7)
-    trainer.fit(Model())
-    events = read_events(trainer.logger.log_dir)
+def written_layout(events) -> dict[str, dict[str, list[str]]]:
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    written = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
-    expected = monitoring_layout(layers=True, gradient_prefixes=["grad"])  # the run's charts, and no others
+    return {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+
+
+@pytest.mark.parametrize("prefix", ["", "run"])
+def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path, prefix):
+    """Also under a TensorBoardLogger's prefix, which log_metrics puts before the scalars' names: the monitors put
+    it before their histograms, the picture and the layout's tags too."""
+    logger = TensorBoardLogger(tmp_path, name="", version=0, prefix=prefix)
+    monitors = [RectificationMonitor(layers="weight"), GradientHistogramMonitor(early_steps=7)]
+    trainer = make_trainer(tmp_path, monitors, max_steps=7, logger=logger)
+    trainer.fit(Model())
+    events = read_events(trainer.logger.log_dir)
+    start = f"{prefix}-" if prefix else ""
+    tags = events.Tags()
+    assert sorted(tags["histograms"]) == [start + "grad/log10_abs", start + "grad/log10_abs/early"]
+    assert tags["images"] == [start + "grad/log10_abs/stacked"]
+    assert {start + "radam/group0/r_t", start + "grad/zeros", start + "loss"} <= set(tags["scalars"])
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    written = written_layout(events)
+    expected = monitoring_layout(layers=True, gradient_prefixes=["grad"], tag_prefix=start)  # the run's charts only
     assert written == {
         category: {chart: tags for chart, (_, tags) in charts.items()} for category, charts in expected.items()
     }
@@ -328,6 +345,8 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path):
         (RectificationMonitor, {"early_steps": 2.0}, TypeError, "Invalid early_steps: expected an int, got 2.0"),
         (RectificationMonitor, {"every_n_steps": None, "early_steps": None}, TypeError, "Invalid early_steps"),
         (GradientHistogramMonitor, {"when": "after_step"}, ValueError, "Invalid when: 'after_step'"),
+        (GradientHistogramMonitor, {"when": None}, TypeError, r"Invalid when: expected one of \('before_clip'"),
+        (GradientHistogramMonitor, {"on_distortion": True}, TypeError, "Invalid on_distortion: expected one of"),
         (GradientHistogramMonitor, {"prefix": ""}, ValueError, "Invalid prefix: ''"),
         (GradientHistogramMonitor, {"prefix": "grad/"}, ValueError, "Invalid prefix: 'grad/'"),
         (GradientHistogramMonitor, {"prefix": "grad//clipped"}, ValueError, "Invalid prefix: 'grad//clipped'"),
@@ -424,3 +443,87 @@ def test_layout_has_no_per_layer_charts_without_a_matching_layers(tmp_path):
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = [chart.title for category in layout.category for chart in category.chart]
     assert charts == list(monitoring_layout(gradient_prefixes=())["RAdam rectification"])  # no gradient charts either
+
+
+def test_layout_has_no_rectification_charts_without_an_adam_like_optimizer(tmp_path):
+    monitors = [RectificationMonitor(layers="weight"), GradientHistogramMonitor()]
+    trainer = make_trainer(tmp_path, monitors, max_steps=2)
+    with pytest.warns(UserWarning, match=r"optimizer 0 \(SGD\) has no betas/second moment; it is not monitored"):
+        trainer.fit(Model(make_optimizer=lambda params: torch.optim.SGD(params, lr=0.1)))
+    assert written_layout(read_events(trainer.logger.log_dir)) == {
+        category: {chart: tags for chart, (_, tags) in charts.items()}
+        for category, charts in monitoring_layout(rectification=False).items()
+    }
+
+
+def test_two_histogram_monitors_after_clipping_log_side_by_side(tmp_path):
+    """Each registers a step post-hook on logged steps: none is removed while torch loops over the hooks."""
+    monitors = [
+        GradientHistogramMonitor(when="after_clip", prefix="clipped"),
+        GradientHistogramMonitor(when="after_clip", prefix="clipped_layers", layers="weight"),
+    ]
+    trainer = make_trainer(tmp_path, monitors, max_steps=3, gradient_clip_val=0.01)
+    trainer.fit(Model())
+    events = read_events(trainer.logger.log_dir)
+    first, second = (events.Histograms(f"{prefix}/log10_abs") for prefix in ("clipped", "clipped_layers"))
+    assert [h.step for h in first] == [h.step for h in second] == [0, 1, 2]
+    assert [h.histogram_value for h in first] == [h.histogram_value for h in second]
+    assert max(h.histogram_value.max for h in first) <= -2.0  # log10 of the clipping norm bounds every element
+
+
+class Evaluated(Model):
+    """Model with the hooks of trainer.validate, test and predict."""
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def test_step(self, batch, batch_idx):
+        return None
+
+    def predict_step(self, batch, batch_idx):
+        return None
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=1)
+
+    test_dataloader = predict_dataloader = val_dataloader
+
+
+@pytest.mark.parametrize("stage", ["validate", "test", "predict"])
+def test_evaluating_after_a_fit_keeps_the_monitors_state(tmp_path, stage):
+    monitors = [RectificationMonitor(), GradientHistogramMonitor(distortion_threshold=2.0)]
+    model = Evaluated(
+        lambda params: RAdam(params, lr=0.0), gradients={"w": torch.logspace(-4, 0, 50)}, decades_per_step=1.0
+    )
+    trainer = make_trainer(tmp_path, monitors, max_steps=4, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="Early distortion"):
+        trainer.fit(model)
+    before = [repr(monitor.state_dict()) for monitor in monitors]
+    fired = monitors[1].alarm_step
+    assert fired is not None
+    getattr(trainer, stage)(model)
+    assert [repr(monitor.state_dict()) for monitor in monitors] == before
+    assert monitors[1].alarm_step == fired
+
+
+def test_monitors_reused_after_a_fit_that_raised_in_a_step_log_from_step_0(tmp_path):
+    """A step that raised left the monitors' pending values and a step post-hook behind: a new fit forgets them."""
+    monitors = [RectificationMonitor(), GradientHistogramMonitor(when="after_clip")]
+    failing = Model(make_optimizer=lambda params: RAdam(params, lr=1e-2, nonfinite_grad="raise"), inf_at_step=2)
+    with pytest.raises(RuntimeError, match="non-finite gradient"):
+        make_trainer(tmp_path / "first", monitors, max_steps=4).fit(failing)
+    trainer = make_trainer(tmp_path / "second", monitors, max_steps=3)
+    trainer.fit(Model())
+    events = read_events(trainer.logger.log_dir)
+    assert scalar_series(events, "radam/group0/skipped") == ([0, 1, 2], pytest.approx([0.0, 0.0, 0.0]))
+    assert scalar_series(events, "radam/group0/step") == ([0, 1, 2], pytest.approx([1.0, 2.0, 3.0]))
+    assert [h.step for h in events.Histograms("grad/log10_abs")] == [0, 1, 2]
+
+
+def test_monitors_warn_when_their_schedule_logs_no_step(tmp_path):
+    trainer = make_trainer(tmp_path, [RectificationMonitor(early_steps=0)], max_steps=2, log_every_n_steps=0)
+    with pytest.warns(
+        UserWarning,
+        match=re.escape("RectificationMonitor(every_n_steps=None, early_steps=0, layers=None) logs no step"),
+    ):
+        trainer.fit(Model())
