@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
@@ -60,6 +60,13 @@ def _warmup(warmup: int | str, betas: Any) -> tuple[str, float, float]:
     return ("exponential", steps, 1.0 - beta2) if warmup == "untuned_exponential" else ("linear", steps, 0.0)
 
 
+def _is_bias(name: str) -> bool:
+    """Whether a parameter's own name (not its module path) names a bias as torch.nn does: ``bias`` (Linear, Conv...),
+    ``in_proj_bias``, ``bias_k`` and ``bias_v`` (MultiheadAttention), ``bias_ih_l0`` and ``bias_hh_l0`` (RNN, LSTM,
+    GRU)."""
+    return name == "bias" or name.startswith("bias_") or name.endswith("_bias")
+
+
 class _Schedule:
     """LR factor of ``LambdaLR`` index ``step`` (optimizer step ``t = step + 1``): a warmup times a decay.
 
@@ -103,6 +110,35 @@ class _Schedule:
         return self.warmup_factor(step) * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay)
 
 
+class _ScheduleLR(LambdaLR):
+    """``LambdaLR`` over :class:`_Schedule` factors, whose decay always spans this fit's steps.
+
+    ``LambdaLR.load_state_dict`` restores each factor's attributes, ``total`` among them: a fit resumed with more steps
+    (a larger ``max_steps``) would then run every added step at ``min_lr_ratio * lr``. The position in the schedule is
+    restored; the length stays this fit's, and the learning rates are set from it, with a warning when it differs.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        schedules = cast(list[_Schedule], self.lr_lambdas)
+        totals = [schedule.total for schedule in schedules]
+        super().load_state_dict(state_dict)
+        restored = [schedule.total for schedule in schedules]
+        if restored == totals:
+            return
+        for schedule, total in zip(schedules, totals, strict=True):
+            schedule.total = total
+        lrs = [base_lr * schedule(self.last_epoch) for schedule, base_lr in zip(schedules, self.base_lrs, strict=True)]
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self._last_lr = lrs
+        if any(schedule.kind != "none" for schedule in schedules):
+            rank_zero_warn(
+                f"The checkpoint's lr_schedule decays over {max(restored)} optimizer steps and this fit's over"
+                f" {max(totals)} (trainer.estimated_stepping_batches): the learning rate follows this fit's length"
+                f" from step {self.last_epoch} on ({', '.join(f'{lr:.3g}' for lr in lrs)})"
+            )
+
+
 class RAdamMixin:
     """Mix into a ``LightningModule`` to train it with :class:`~lightning_radam.RAdam`.
 
@@ -126,10 +162,13 @@ class RAdamMixin:
       ``min_lr_ratio * lr`` over the remaining ``trainer.estimated_stepping_batches - N`` steps, as Hugging Face's
       ``get_cosine_schedule_with_warmup`` does. The exponential warmup never quite ends: its decay starts after
       ``N = 2 / (1 - beta2)`` steps too (as the untuned linear warmup's, for a like-for-like comparison), and its
-      factor multiplies the decay's throughout.
+      factor multiplies the decay's throughout. A fit resumed from a checkpoint of a fit of another length (a
+      larger ``max_steps``, say) keeps its position in the schedule and decays over its own length, with a warning.
     - ``min_lr_ratio`` (0.0): the final fraction of ``lr``.
 
-    Biases and the parameters of normalisation layers (:data:`NORM_LAYERS`) go into a group without
+    Biases (parameters named ``bias``, ``bias_*`` or ``*_bias``, as torch.nn names them: Linear's and Conv's
+    ``bias``, MultiheadAttention's ``in_proj_bias``, ``bias_k`` and ``bias_v``, the RNNs' ``bias_ih_l0`` and
+    ``bias_hh_l0``) and the parameters of normalisation layers (:data:`NORM_LAYERS`) go into a group without
     weight decay. Each piece can be overridden alone: :meth:`radam_param_groups`,
     :meth:`radam_scheduler`, or :meth:`radam_hparams`.
 
@@ -201,7 +240,7 @@ class RAdamMixin:
         no_decay: set[int] = set()
         for module in self.modules():
             for name, param in module.named_parameters(recurse=False):
-                if isinstance(module, NORM_LAYERS) or name == "bias":
+                if isinstance(module, NORM_LAYERS) or _is_bias(name):
                     no_decay.add(id(param))
         params = [p for p in self.parameters() if p.requires_grad]
         groups: list[dict[str, Any]] = [
@@ -255,7 +294,7 @@ class RAdamMixin:
                 f"warmup={warmup!r} spans {length} optimizer steps, more than the {int(total)} of this fit "
                 f"(trainer.estimated_stepping_batches): the learning rate reaches only {reached:.3g} of lr"
             )
-        return {"scheduler": LambdaLR(optimizer, schedules), "interval": "step", "frequency": 1}
+        return {"scheduler": _ScheduleLR(optimizer, schedules), "interval": "step", "frequency": 1}
 
     def _radam_smoke_run(self) -> bool:
         """Whether the Trainer is a ``fast_dev_run``: a few batches to check that the code runs, not the fit."""

@@ -9,8 +9,9 @@ import pytest
 import torch
 from helpers import BETA2S, Model, loader, make_trainer, read_events, scalar_series, two_groups
 from lightning.pytorch.callbacks import LearningRateMonitor
+from torch import nn
 
-from lightning_radam import RAdam
+from lightning_radam import RAdam, RAdamMixin
 
 
 def test_mixin_fits_with_radam_built_from_hparams(tmp_path):
@@ -53,6 +54,32 @@ def test_mixin_excludes_biases_and_norm_parameters_from_weight_decay():
     ]
     assert "weight_decay" not in decay
     assert no_decay["weight_decay"] == 0.0
+
+
+class Recurrent(RAdamMixin, L.LightningModule):
+    """Every torch.nn layer whose biases are not named ``bias``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters({"weight_decay": 0.1})
+        self.attn = nn.MultiheadAttention(8, 2, add_bias_kv=True)
+        self.lstm = nn.LSTM(8, 8, bidirectional=True)
+        self.gru = nn.GRU(8, 8)
+        self.head = nn.Linear(8, 2)
+
+
+def test_mixin_excludes_the_biases_of_attention_and_recurrent_layers_from_weight_decay():
+    model = Recurrent()
+    decay, no_decay = model.radam_param_groups()
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decay["params"]) == [
+        "attn.in_proj_weight", "attn.out_proj.weight", "gru.weight_hh_l0", "gru.weight_ih_l0", "head.weight",
+        "lstm.weight_hh_l0", "lstm.weight_hh_l0_reverse", "lstm.weight_ih_l0", "lstm.weight_ih_l0_reverse",
+    ]  # fmt: skip
+    assert sorted(names[id(p)] for p in no_decay["params"]) == [
+        "attn.bias_k", "attn.bias_v", "attn.in_proj_bias", "attn.out_proj.bias", "gru.bias_hh_l0", "gru.bias_ih_l0",
+        "head.bias", "lstm.bias_hh_l0", "lstm.bias_hh_l0_reverse", "lstm.bias_ih_l0", "lstm.bias_ih_l0_reverse",
+    ]  # fmt: skip
 
 
 def test_mixin_uses_radam_defaults_when_hparams_are_absent():
@@ -311,3 +338,31 @@ def test_mixin_checkpoint_resumes_exactly(tmp_path, hparams):
         assert resumed_lrs["lr-RAdam/pg1"][4] < 5e-3
     loaded = torch.load(tmp_path / "step=4.ckpt", weights_only=True)  # plain hparams: loads with torch >= 2.6 defaults
     assert loaded["hyper_parameters"] == hparams | {"lr": 5e-3}
+
+
+@pytest.mark.parametrize("hparams", [{"lr_schedule": "cosine"}, {"lr_schedule": "linear", "warmup": 2}])
+def test_mixin_fit_resumed_with_more_steps_decays_over_its_own_length(tmp_path, hparams):
+    """The checkpoint's position in the schedule, this fit's length: the added steps do not all run at min_lr."""
+    lr_monitor = LearningRateMonitor(logging_interval="step")
+    longer = make_trainer(tmp_path / "longer", [lr_monitor], max_steps=16)
+    longer.fit(Model(net="norms", lr=LR, **hparams), loader(n=128))
+    short = make_trainer(tmp_path / "short", logger=False, max_steps=8)
+    short.fit(Model(net="norms", lr=LR, **hparams), loader(n=128))
+    short.save_checkpoint(tmp_path / "short.ckpt")
+    resumed = make_trainer(tmp_path / "resumed", [LearningRateMonitor(logging_interval="step")], max_steps=16)
+    with pytest.warns(UserWarning, match=r"decays over 8 optimizer steps and this fit's over 16"):
+        resumed.fit(Model(net="norms", lr=LR, **hparams), loader(n=128), ckpt_path=tmp_path / "short.ckpt")
+    expected = {tag: {s: lr for s, lr in lrs.items() if s >= 8} for tag, lrs in logged_lrs(longer).items()}
+    assert logged_lrs(resumed) == expected  # the same float64 rates, written as float32
+    assert min(expected["lr-RAdam/pg1"].values()) > 0.0
+
+
+def test_mixin_fit_resumed_with_as_many_steps_does_not_warn(tmp_path):
+    short = make_trainer(tmp_path / "short", logger=False, max_steps=8)
+    short.fit(Model(net="norms", lr=LR, lr_schedule="cosine"), loader(n=128))
+    short.save_checkpoint(tmp_path / "short.ckpt")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="The checkpoint's lr_schedule")
+        make_trainer(tmp_path / "again", logger=False, max_steps=8).fit(
+            Model(net="norms", lr=LR, lr_schedule="cosine"), loader(n=128), ckpt_path=tmp_path / "short.ckpt"
+        )
