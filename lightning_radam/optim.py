@@ -631,8 +631,8 @@ class RAdam(Optimizer):
             param_group.update((key, value) for key, value in checked.items() if key in param_group)
         super().add_param_group(param_group)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), AMP_SCALING_FLAG: getattr(self, AMP_SCALING_FLAG)}
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy and pickle: rectification_stats() with the state
+        return {**super().__getstate__(), AMP_SCALING_FLAG: getattr(self, AMP_SCALING_FLAG), "_stats": self._stats}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -702,17 +702,25 @@ class RAdam(Optimizer):
     def _init_group(
         self,
         group: dict[str, Any],
+        group_index: int,
         params: list[Tensor],
         grads: list[Tensor],
         exp_avgs: list[Tensor],
         exp_avg_sqs: list[Tensor],
         state_steps: list[Tensor],
     ) -> None:
+        # Filled in place, as torch.optim's: torch.compile runs a method of this name eagerly, then reads its lists
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError("RAdam does not support sparse gradients")
+                index = next(i for i, q in enumerate(group["params"]) if q is p)
+                names = group.get("param_names")
+                name = f" ({names[index]!r})" if names else ""
+                raise RuntimeError(
+                    f"RAdam does not support sparse gradients: parameter {index}{name} of parameter group"
+                    f" {group_index} has one; nothing was updated"
+                )
             state = _lazy_state(self.state[p], p)
             params.append(p)
             grads.append(p.grad)
@@ -807,14 +815,19 @@ class RAdam(Optimizer):
             return loss
         if self._nonfinite_grads_skip_step():
             return loss
-        self._stats = self.rectification_stats()
+        lists: list[tuple[list[Tensor], ...]] = []  # every group's, before any update: a sparse gradient raises first
         for index, group in enumerate(self.param_groups):
             params: list[Tensor] = []
             grads: list[Tensor] = []
             exp_avgs: list[Tensor] = []
             exp_avg_sqs: list[Tensor] = []
             state_steps: list[Tensor] = []
-            self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
+            self._init_group(group, index, params, grads, exp_avgs, exp_avg_sqs, state_steps)
+            lists.append((params, grads, exp_avgs, exp_avg_sqs, state_steps))
+        self._stats = self.rectification_stats()
+        for index, (group, (params, grads, exp_avgs, exp_avg_sqs, state_steps)) in enumerate(
+            zip(self.param_groups, lists, strict=True)
+        ):
             if not params:
                 continue
             beta1, beta2 = group["betas"]

@@ -2,6 +2,8 @@
 
 import copy
 import math
+import pickle
+import re
 
 import pytest
 import torch
@@ -180,12 +182,25 @@ def test_radam_rejects_invalid_hyperparameters(kwargs, error, message):
         RAdam([{"params": [torch.zeros(2, requires_grad=True)], **kwargs}])
 
 
-def test_radam_rejects_sparse_gradients():
-    embedding = torch.nn.Embedding(10, 3, sparse=True)
-    optimizer = RAdam(embedding.parameters())
-    embedding(torch.tensor([1, 2])).sum().backward()
-    with pytest.raises(RuntimeError, match="RAdam does not support sparse gradients"):
+@pytest.mark.parametrize("path", [{}, {"foreach": True}, {"fused": True}])
+def test_radam_rejects_sparse_gradients_before_updating_anything(path):
+    dense, embedding = torch.nn.Linear(3, 1), torch.nn.Embedding(10, 3, sparse=True)
+    optimizer = RAdam(
+        [{"params": dense.named_parameters()}, {"params": embedding.named_parameters()}],
+        lr=0.1, degenerated_to_sgd=True, **path,
+    )  # fmt: skip  # degenerated_to_sgd: the first step already moves the dense parameters
+    dense(embedding(torch.tensor([1, 2]))).sum().backward()
+    before = [p.detach().clone() for p in dense.parameters()]
+    with pytest.raises(
+        RuntimeError,
+        match=re.escape(
+            "RAdam does not support sparse gradients: parameter 0 ('weight') of parameter group 1 has one;"
+            " nothing was updated"
+        ),
+    ):
         optimizer.step()
+    assert all(torch.equal(p, b) for p, b in zip(dense.parameters(), before, strict=True))
+    assert optimizer.rectification_stats() == [None, None]
 
 
 def test_radam_step_calls_closure_with_grad_enabled():
@@ -285,3 +300,21 @@ def test_radam_load_state_dict_keeps_its_implementation_and_validates_first():
         fresh.load_state_dict(bad)
     assert len(fresh.state) == 0
     assert fresh.param_groups[0]["threshold"] == 5.0  # nothing was loaded
+
+
+@pytest.mark.parametrize("copy_optimizer", [copy.deepcopy, lambda opt: pickle.loads(pickle.dumps(opt))])  # noqa: S301 (our own bytes)
+def test_a_copied_optimizer_keeps_its_rectification_stats_and_steps_alike(copy_optimizer):
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    optimizer = RAdam([theta], lr=0.1, betas=(0.9, 0.9))
+    for _ in range(7):
+        theta.grad = theta.detach() * 2.0
+        optimizer.step()
+    copied = copy_optimizer(optimizer)
+    assert copied.rectification_stats() == optimizer.rectification_stats()
+    assert copied.rectification_stats()[0].step == 7
+    copied_theta = copied.param_groups[0]["params"][0]
+    for opt, p in ((optimizer, theta), (copied, copied_theta)):
+        p.grad = torch.tensor([0.5, 0.25], dtype=torch.float64)
+        opt.step()
+    assert torch.equal(copied_theta, theta)
+    assert copied.rectification_stats() == optimizer.rectification_stats()
