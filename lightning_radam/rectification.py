@@ -16,7 +16,9 @@ defined only for :math:`\rho_t > 4` (the paper's "intractable" region is :math:`
 Every function works in float64 on Python numbers (returning ``float``), on NumPy arrays
 (returning arrays) and on tensors (returning float64 tensors on the same device). Each formula is written
 once, over the operations it needs: a single number is computed with Python's ``math`` (microseconds, as
-the optimizer and the monitors need on every step), arrays and tensors with torch. Degenerate
+the optimizer and the monitors need on every step), arrays and tensors with torch. :func:`rho_t` is exact to
+float64 round-off for every ``beta2``: near 1, where the textbook form subtracts two numbers of about
+:math:`2/(1-\beta_2)`, it is summed as a series in :math:`t \log\beta_2` instead. Degenerate
 inputs never produce ``inf`` or ``NaN``: a step may be ``inf``, where :func:`rho_t` is its limit
 :math:`\rho_\infty` and :func:`r_t` its limit 1; :func:`r_t` is ``0`` wherever it is undefined
 (:math:`\rho_t \le 4`, which covers every step when :math:`\beta_2 \le 0.6`);
@@ -37,7 +39,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
+from fractions import Fraction
 from typing import Any, TypeVar
 
 import numpy as np
@@ -160,8 +164,22 @@ def rho_inf(beta2: float) -> float:
     return 2.0 / (1.0 - beta2) - 1.0
 
 
+def _bernoulli_series() -> tuple[float, ...]:
+    """B_2k / (2k)! for k = 1..11: the coefficients of x^2k in x / (e^x - 1) (B_n from sum_k C(n+1, k) B_k = 0)."""
+    bernoulli = [Fraction(1)]
+    for n in range(1, 23):
+        bernoulli.append(-sum((math.comb(n + 1, k) * bernoulli[k] for k in range(n)), Fraction(0)) / (n + 1))
+    return tuple(float(bernoulli[2 * k] / math.factorial(2 * k)) for k in range(1, 12))
+
+
+_PSI = _bernoulli_series()  # x / (e^x - 1) = 1 - x/2 + sum_k _PSI[k-1] x^2k, to float64 round-off for |x| <= 1
+
+
 def _rho_t(t: Any, beta2: float) -> Any:
-    # beta2^t and 1 - beta2^t through exp/expm1, accurate for beta2 near 1 where 1 - beta2**t cancels.
+    # With L = -log(beta2) and x = t L: rho_t = 2 / (1 - beta2) - 1 - (2 / L) x / (e^x - 1). Where x >= 1 it is
+    # computed so, with beta2^t and 1 - beta2^t through exp/expm1. Below, the two large terms (about 2 / (1 - beta2)
+    # each for beta2 near 1) would cancel: with x / (e^x - 1) = 1 - x/2 + psi(x), rho_t = t + (a - 1) - (2 / L) psi(x),
+    # where a = 2 / (1 - beta2) - 2 / L = 2 (L - eps) / (eps L), eps = 1 - beta2, and psi and L - eps are series.
     xp = _backend(t)
     if beta2 == 0.0:
         return xp.ones_like(t)  # beta2^t = 0 for t >= 1, so rho_t = rho_inf = 1
@@ -171,7 +189,27 @@ def _rho_t(t: Any, beta2: float) -> Any:
     # t beta2^t, multiplied before the 2 so that t >= 2^1023 does not overflow (2 is exact: the order does not
     # change the rounding). At t = inf, beta2^t is 0 and inf * 0 NaN: its limit 0 gives the limit rho_inf.
     t_beta2_t = xp.nan_to_num(t * beta2_t, nan=0.0)
-    return rho_inf(beta2) - 2.0 * t_beta2_t / bias_correction2
+    direct = rho_inf(beta2) - 2.0 * t_beta2_t / bias_correction2
+    x = -t * log_beta2
+    small = x < 1.0
+    if small is False:  # one number past the series' range (a tensor takes both branches)
+        return direct
+    xs = xp.where(small, x, xp.zeros_like(x))  # the unused branch kept finite
+    x2 = xs * xs
+    psi = xp.zeros_like(x2)
+    for coefficient in reversed(_PSI):
+        psi = (psi + coefficient) * x2
+    series = xp.where(t == 1.0, xp.ones_like(t), t + _a_minus_1(beta2) - (2.0 / -log_beta2) * psi)  # rho_1 = 1
+    return xp.where(small, series, direct)
+
+
+@functools.lru_cache(maxsize=64)
+def _a_minus_1(beta2: float) -> float:
+    """2 / (1 - beta2) - 2 / L - 1 for L = -log(beta2): 2 (L - eps) / (eps L) - 1 with eps = 1 - beta2, where
+    L - eps = sum_k>=2 eps^k / k is summed (to round-off for eps <= 1/2) rather than subtracted."""
+    eps, lg = 1.0 - beta2, -math.log(beta2)
+    l_minus_eps = math.fsum(eps**k / k for k in range(2, 64)) if eps <= 0.5 else lg - eps
+    return 2.0 * l_minus_eps / (eps * lg) - 1.0
 
 
 def rho_t(step: Number, beta2: float) -> Number:

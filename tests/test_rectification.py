@@ -42,6 +42,51 @@ def test_r_t_at_known_steps(step, beta2):
     assert r_t(step, beta2) == pytest.approx(plain_r_t(step, beta2), rel=1e-12)
 
 
+# rho_t at the float beta2 given, computed with mpmath at 60 digits. Near beta2 = 1 the textbook form's two terms of
+# about 2 / (1 - beta2) cancel (at 1 - 2**-52 it gave rho_2..5 = 3, 4, 5, 5, and rectified step 4 at threshold 4).
+RHO_T_HIGH_PRECISION = [
+    (1 - 2**-52, [
+        (1, 1.0), (2, 1.9999999999999999), (5, 4.9999999999999991),
+        (6, 5.9999999999999987), (1000, 999.99999999996299), (1000000, 999999.99996299257),
+    ]),
+    (1 - 1e-12, [
+        (1, 1.0), (2, 1.9999999999995), (5, 4.9999999999960001),
+        (6, 5.9999999999941668), (1000, 999.99999983333719), (1000000, 999999.83333702029),
+    ]),
+    (1 - 1e-6, [
+        (1, 1.0), (2, 1.99999949999975), (5, 4.9999959999979999),
+        (6, 5.9999941666637498), (1000, 999.83333341943968), (1000000, 836046.5069304949),
+    ]),
+    (0.999, [
+        (1, 1.0), (2, 1.9994997498749375), (5, 4.9959980004016012),
+        (6, 5.9941637516567173), (1000, 835.96737561079344), (1000000, 1998.9999999999982),
+    ]),
+    (0.9, [
+        (1, 1.0), (2, 1.9473684210526316), (5, 4.5805719030060317),
+        (6, 5.389564601256192), (1000, 19.000000000000004), (1000000, 19.000000000000004),
+    ]),
+    (0.5, [
+        (1, 1.0), (2, 1.6666666666666667), (5, 2.6774193548387097),
+        (6, 2.8095238095238095), (1000, 3.0), (1000000, 3.0),
+    ]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("beta2", "values"), RHO_T_HIGH_PRECISION)
+@pytest.mark.parametrize("make", [list, np.asarray, torch.tensor])
+def test_rho_t_to_round_off_for_any_beta2(beta2, values, make):
+    steps, expected = zip(*values, strict=True)
+    if make is list:  # one Python float at a time: the optimizer's path on every step
+        got = np.asarray([rho_t(float(t), beta2) for t in steps])
+    else:
+        got = np.asarray(rho_t(make([float(t) for t in steps]), beta2))
+    np.testing.assert_allclose(got, expected, rtol=4e-16, atol=0)
+    if beta2 > 0.5:  # increasing (up to its limit in float64), first rectified where the exact value passes 4
+        assert (np.diff(got[:4]) > 0).all()
+        assert (np.diff(got) >= 0).all()
+        assert first_rectified_step(beta2, threshold=4.0) == 5
+
+
 def test_rho_t_known_values():
     # DESIGN.md: in float32, rho_6 at b2 = 0.999 comes out 6.0005 instead of 5.9942.
     assert rho_t(6, 0.999) == pytest.approx(5.994163751656, abs=1e-11)
