@@ -457,12 +457,18 @@ class GradientHistogramMonitor(_StepMonitor):
         rank_zero_warn(f"{self!r}: {alarm.message}{action}", category=DistortionWarning)
         self._stop_pending = self.on_distortion == "stop"
 
+    def _remove_hooks(self) -> None:
+        """Remove the step post-hooks of ``when="after_clip"`` still registered: their step was skipped (GradScaler) or
+        never ran, or raised."""
+        for handle in self._hooks.values():
+            handle.remove()
+        self._hooks.clear()
+
     @override
     def _reset(self) -> None:
         super()._reset()
-        for handle in self._hooks.values():  # left on the last fit's optimizer by a step that raised
-            handle.remove()
-        self._pending, self._hooks = {}, {}
+        self._remove_hooks()  # left on the last fit's optimizer by a step that raised
+        self._pending = {}
         self._history, self._drawn, self._alarms, self._stop_pending = {}, {}, {}, False
 
     @override
@@ -560,9 +566,7 @@ class GradientHistogramMonitor(_StepMonitor):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        for handle in self._hooks.values():  # the optimizer step was skipped (GradScaler) or never ran
-            handle.remove()
-        self._hooks.clear()
+        self._remove_hooks()
         step = _logged_step(trainer)
         if self._pending:
             self._publish(trainer, step)

@@ -177,30 +177,38 @@ _PSI = _bernoulli_series()  # x / (e^x - 1) = 1 - x/2 + sum_k _PSI[k-1] x^2k, to
 
 def _rho_t(t: Any, beta2: float) -> Any:
     # With L = -log(beta2) and x = t L: rho_t = 2 / (1 - beta2) - 1 - (2 / L) x / (e^x - 1). Where x >= 1 it is
-    # computed so, with beta2^t and 1 - beta2^t through exp/expm1. Below, the two large terms (about 2 / (1 - beta2)
-    # each for beta2 near 1) would cancel: with x / (e^x - 1) = 1 - x/2 + psi(x), rho_t = t + (a - 1) - (2 / L) psi(x),
-    # where a = 2 / (1 - beta2) - 2 / L = 2 (L - eps) / (eps L), eps = 1 - beta2, and psi and L - eps are series.
+    # computed so (_rho_t_direct). Below, its two large terms (about 2 / (1 - beta2) each for beta2 near 1) would
+    # cancel, and a series is summed instead (_rho_t_series). One number takes its branch; a tensor takes both.
     xp = _backend(t)
     if beta2 == 0.0:
         return xp.ones_like(t)  # beta2^t = 0 for t >= 1, so rho_t = rho_inf = 1
-    log_beta2 = math.log(beta2)
-    bias_correction2 = -xp.expm1(t * log_beta2)
-    beta2_t = xp.exp(t * log_beta2)
+    x = t * -math.log(beta2)
+    small = x < 1.0
+    if small is False:
+        return _rho_t_direct(xp, t, x, beta2)
+    if small is True:
+        return _rho_t_series(xp, t, x, beta2)
+    series = _rho_t_series(xp, t, xp.where(small, x, xp.zeros_like(x)), beta2)  # the unused branch kept finite
+    return xp.where(small, series, _rho_t_direct(xp, t, x, beta2))
+
+
+def _rho_t_direct(xp: Any, t: Any, x: Any, beta2: float) -> Any:
+    """rho_inf - 2 t beta2^t / (1 - beta2^t), with beta2^t = e^-x and 1 - beta2^t = -expm1(-x)."""
     # t beta2^t, multiplied before the 2 so that t >= 2^1023 does not overflow (2 is exact: the order does not
     # change the rounding). At t = inf, beta2^t is 0 and inf * 0 NaN: its limit 0 gives the limit rho_inf.
-    t_beta2_t = xp.nan_to_num(t * beta2_t, nan=0.0)
-    direct = rho_inf(beta2) - 2.0 * t_beta2_t / bias_correction2
-    x = -t * log_beta2
-    small = x < 1.0
-    if small is False:  # one number past the series' range (a tensor takes both branches)
-        return direct
-    xs = xp.where(small, x, xp.zeros_like(x))  # the unused branch kept finite
-    x2 = xs * xs
+    t_beta2_t = xp.nan_to_num(t * xp.exp(-x), nan=0.0)
+    return rho_inf(beta2) - 2.0 * t_beta2_t / -xp.expm1(-x)
+
+
+def _rho_t_series(xp: Any, t: Any, x: Any, beta2: float) -> Any:
+    """rho_t for x <= 1: with x / (e^x - 1) = 1 - x/2 + psi(x), rho_t = t + (a - 1) - (2 / L) psi(x), where
+    a = 2 / (1 - beta2) - 2 / L (:func:`_a_minus_1`) and psi is summed from :data:`_PSI`; rho_1 = 1 exactly."""
+    x2 = x * x
     psi = xp.zeros_like(x2)
     for coefficient in reversed(_PSI):
         psi = (psi + coefficient) * x2
-    series = xp.where(t == 1.0, xp.ones_like(t), t + _a_minus_1(beta2) - (2.0 / -log_beta2) * psi)  # rho_1 = 1
-    return xp.where(small, series, direct)
+    rho = t + _a_minus_1(beta2) - (2.0 / -math.log(beta2)) * psi
+    return xp.where(t == 1.0, xp.ones_like(t), rho)
 
 
 @functools.lru_cache(maxsize=64)

@@ -301,24 +301,19 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path, 
     assert sorted(tags["histograms"]) == [start + "grad/log10_abs", start + "grad/log10_abs/early"]
     assert tags["images"] == [start + "grad/log10_abs/stacked"]
     assert {start + "radam/group0/r_t", start + "grad/zeros", start + "loss"} <= set(tags["scalars"])
-    layout = layout_pb2.Layout()
-    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     written = written_layout(events)
     expected = monitoring_layout(layers=True, gradient_prefixes=["grad"], tag_prefix=start)  # the run's charts only
     assert written == {
         category: {chart: tags for chart, (_, tags) in charts.items()} for category, charts in expected.items()
     }
     scalars = events.Tags()["scalars"]
-    for category in layout.category:
-        for chart in category.chart:
-            for pattern in chart.multiline.tag:  # every regex selects logged tags, matched as TensorBoard does
-                assert any(re.match(pattern, tag) for tag in scalars), pattern
+    patterns = [pattern for charts in written.values() for chart in charts.values() for pattern in chart]
+    for pattern in patterns:  # every regex selects logged tags, matched as TensorBoard does
+        assert any(re.match(pattern, tag) for tag in scalars), pattern
     # each chart selects only its own quantity: the r_t chart, say, shows no rho_t curve
-    for category in layout.category:
-        for chart in category.chart:
-            for pattern in chart.multiline.tag:
-                quantity = re.search(r"(\w+)\$$", pattern).group(1)
-                assert all(tag.endswith("/" + quantity) for tag in scalars if re.match(pattern, tag)), pattern
+    for pattern in patterns:
+        quantity = re.search(r"(\w+)\$$", pattern).group(1)
+        assert all(tag.endswith("/" + quantity) for tag in scalars if re.match(pattern, tag)), pattern
 
 
 @pytest.mark.parametrize(
@@ -438,10 +433,7 @@ def test_monitors_warn_once_when_layers_matches_no_parameter(tmp_path, callback)
 def test_layout_has_no_per_layer_charts_without_a_matching_layers(tmp_path):
     with pytest.warns(UserWarning, match="matches no parameter"):
         make_trainer(tmp_path, [RectificationMonitor(layers="attn")], max_steps=1).fit(Model())
-    layout = layout_pb2.Layout()
-    events = read_events(tmp_path / "version_0")
-    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    charts = [chart.title for category in layout.category for chart in category.chart]
+    charts = [chart for charts in written_layout(read_events(tmp_path / "version_0")).values() for chart in charts]
     assert charts == list(monitoring_layout(gradient_prefixes=())["RAdam rectification"])  # no gradient charts either
 
 
