@@ -14,7 +14,7 @@ PIP_INSTALL = PIP_CONSTRAINT="$(CONSTRAINTS)" $(PY) -m pip install --quiet --dis
 
 .PHONY: venv lint test test-latest test-oldest test-gpu demo tensorboard bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml callbacks/_bucket_count.c $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) "$(TORCH)" $(TORCH_INDEX)
 	$(PIP_INSTALL) $(PIP_FLAGS) -e ".[$(EXTRAS)]"
@@ -57,4 +57,4 @@ bench: venv
 	$(PY) benchmarks/end_to_end.py
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-oldest build *.egg-info lightning_logs
+	rm -rf $(VENV) .venv-latest .venv-oldest build *.egg-info lightning_logs callbacks/*.so

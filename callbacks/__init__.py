@@ -8,6 +8,7 @@ from .gradient_histogram_monitor import (
     DistortionWarning,
     GradientHistogramMonitor,
     bucket_edges,
+    counts_in_c,
     log2_bucket_counts,
 )
 from .layout import monitoring_layout
@@ -19,6 +20,7 @@ __all__ = [
     "GradientHistogramMonitor",
     "RectificationMonitor",
     "bucket_edges",
+    "counts_in_c",
     "encode_png",
     "image_summary",
     "log2_bucket_counts",

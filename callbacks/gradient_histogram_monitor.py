@@ -51,7 +51,12 @@ from .distortion import (
 )
 from .stacked_histogram import encode_png, image_summary, render_stacked_histogram
 
-__all__ = ["DistortionWarning", "GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges"]
+try:  # the count in C (setup.py builds it where a C compiler is found); else through torch, the same counts
+    from . import _bucket_count  # type: ignore[attr-defined]
+except ImportError:
+    _bucket_count = None
+
+__all__ = ["DistortionWarning", "GradientHistogramMonitor", "log2_bucket_counts", "bucket_edges", "counts_in_c"]
 
 #: Points per tag that TensorBoard's Histograms dashboard draws (its histograms plugin samples this many).
 HISTOGRAMS_DASHBOARD_POINTS = 51
@@ -80,6 +85,8 @@ with torch.device("cpu"):
         torch.int16: (torch.tensor(0x7FFF, dtype=torch.int16), torch.tensor(5, dtype=torch.int16)),  # bfloat16
     }
     _ONE = torch.tensor(1, dtype=torch.int8)  # float64's sign bit shifted out
+# The dtypes the C count reads from their own bits, with their widths in bytes (others are converted to float32 first)
+_C_WIDTH = {torch.float32: 4, torch.bfloat16: 2}
 # Below this many elements, counting the non-zero elements costs less than reading the count of bucket 0 first
 _COUNT_ZEROS_BELOW = 4096
 
@@ -110,21 +117,46 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
     return _bin(tensor)
 
 
+def counts_in_c() -> bool:
+    """Whether float32 and bfloat16 CPU tensors are counted in C, in one pass over their memory.
+
+    The C extension (``lightning_radam.callbacks._bucket_count``) is built when the package is installed from source
+    with a C compiler at hand. Without it, :func:`log2_bucket_counts` counts through torch's operations: the same
+    counts, 2-3 times slower on the CPU. Other dtypes and devices are always counted through torch.
+
+    Returns:
+        True if the extension is loaded.
+
+    Example:
+        >>> isinstance(counts_in_c(), bool)
+        True
+    """
+    return _bucket_count is not None
+
+
 def _bin(tensor: Tensor, nonzero: list[Tensor] | None = None) -> Tensor:
     """:func:`log2_bucket_counts` of ``tensor``; with a list ``nonzero``, also the numbers of non-zero elements of its
-    pieces (0-d int64 tensors), appended to it: counted from the same bits while a piece is in cache."""
+    pieces (0-d int64 tensors), appended to it: counted from the same bits while a piece is in cache (in C, one piece:
+    the whole tensor)."""
     flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)
+    width = _C_WIDTH.get(flat.dtype)
+    if _bucket_count is not None and width is not None and flat.is_cpu and type(flat) is Tensor:
+        counts = torch.zeros(NUM_BUCKETS, dtype=torch.int64, device="cpu")  # whatever torch.set_default_device says
+        zeros = _bucket_count.count(flat.data_ptr(), flat.numel(), flat.stride(0), width, counts.data_ptr())
+        if nonzero is not None:
+            nonzero.append(torch.scalar_tensor(flat.numel() - zeros, dtype=torch.int64, device="cpu"))
+        return counts
     piece_size = _CPU_PIECE if flat.is_cpu else max(flat.numel(), 1)
-    counts: Tensor | None = None
+    total: Tensor | None = None
     for start in range(0, max(flat.numel(), 1), piece_size):
         piece = flat[start : start + piece_size]
         magnitude = _magnitude_bits(piece)
         piece_counts = _count_ids(torch.bitwise_right_shift(magnitude, _MAGNITUDE[magnitude.dtype][1]))
-        counts = piece_counts if counts is None else counts.add_(piece_counts)
+        total = piece_counts if total is None else total.add_(piece_counts)
         if nonzero is not None:
             nonzero.append(_count_nonzero(piece, magnitude, piece_counts))
-    assert counts is not None  # noqa: S101 (the loop runs at least once)
-    return counts
+    assert total is not None  # noqa: S101 (the loop runs at least once)
+    return total
 
 
 def _magnitude_bits(flat: Tensor) -> Tensor:

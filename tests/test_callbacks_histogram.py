@@ -38,6 +38,14 @@ def _tiled(gradients: dict, tiles: int, zeros: bool) -> dict:
     return {**gradients, "w": w if zeros else w[w.float().abs() >= 2.0**-126]}
 
 
+@pytest.fixture(params=["c", "torch"])
+def counting(request, monkeypatch):
+    """Both ways of counting on the CPU: in C (the extension setup.py builds) and through torch (without it)."""
+    if request.param == "torch":
+        monkeypatch.setattr(gradient_histogram_monitor, "_bucket_count", None)
+    return request.param
+
+
 # The paths through log2_bucket_counts and _count_nonzero: (dtype, tiles of known_gradients()["w"], zeros kept)
 PATHS = [
     *(pytest.param(dtype, 1, True, id=str(dtype)[6:]) for dtype in (torch.float32, torch.bfloat16, torch.float16)),
@@ -51,7 +59,7 @@ PATHS = [
 
 
 @pytest.mark.parametrize(("dtype", "tiles", "zeros"), PATHS)
-def test_histogram_monitor_counts_equal_numpy(tmp_path, dtype, tiles, zeros):
+def test_histogram_monitor_counts_equal_numpy(tmp_path, counting, dtype, tiles, zeros):
     gradients = _tiled(known_gradients(), tiles, zeros)
     model = Model(gradients=gradients, dtype=dtype)
     trainer = make_trainer(tmp_path, [GradientHistogramMonitor(layers=r"^w$")], max_steps=2)
@@ -205,14 +213,66 @@ def test_histogram_monitor_subsample_estimates_average_to_the_exact_counts(
     ],
 )
 @pytest.mark.parametrize("tiles", [1, 70_000], ids=["one piece", "two pieces"])
-def test_histogram_counts_non_zero_elements_from_the_bits(dtype, values, in_bucket_0, tiles):
+def test_histogram_counts_non_zero_elements_from_the_bits(counting, dtype, values, in_bucket_0, tiles):
     tensor = torch.tensor(values, dtype=torch.float64).to(dtype).repeat(tiles)
     pieces: list[torch.Tensor] = []
     counts = gradient_histogram_monitor._bin(tensor, pieces)
-    assert len(pieces) == (1 if tiles == 1 else 2)
+    in_c = counting == "c" and dtype in (torch.float32, torch.bfloat16)  # one pass, not pieces of 2^18
+    assert len(pieces) == (1 if tiles == 1 or in_c else 2)
     assert int(sum(pieces)) == np.count_nonzero(tensor.double().numpy()) == 2 * tiles  # -0.0 is zero
     assert torch.equal(counts, log2_bucket_counts(tensor))
     assert counts[0] == in_bucket_0 * tiles  # zeros and the smallest values share bucket 0
+
+
+def test_the_c_count_is_built():
+    """setup.py builds it wherever this suite runs (a C compiler is there): without it, counting is 2-4x slower."""
+    assert gradient_histogram_monitor._bucket_count is not None
+
+
+def _mixed_values(n: int) -> torch.Tensor:
+    """known_gradients()'s w (every bucket, subnormals, zeros), runs of zeros and of one value, inf, NaN, -0.0."""
+    w = known_gradients()["w"].float()
+    runs = torch.cat([torch.zeros(1000), torch.full((1000,), -3.0), torch.tensor([float("inf"), float("nan"), -0.0])])
+    return torch.cat([w, runs, torch.randn(n, generator=torch.Generator().manual_seed(0))])[:n]
+
+
+C_LAYOUTS = {  # what is binned, from 2^19 + 3 values: the 1-D views _bin hands to C, and what reshape(-1) copies
+    "contiguous": lambda x: x,
+    "every 3rd from 1 (subsample)": lambda x: x[1::3],
+    "empty": lambda x: x[:0],
+    "3 elements": lambda x: x[:3],
+    "transposed": lambda x: x[: 2**18].view(512, 512).t(),
+    "one element, expanded (stride 0)": lambda x: x[-3:-2].expand(1001),
+    "offset into its storage": lambda x: x[5:-7],
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("layout", C_LAYOUTS)
+def test_the_c_count_equals_the_torch_count(monkeypatch, dtype, layout):
+    tensor = C_LAYOUTS[layout](_mixed_values(2**19 + 3).to(dtype))
+    in_c: list[torch.Tensor] = []
+    counts = gradient_histogram_monitor._bin(tensor, in_c)
+    monkeypatch.setattr(gradient_histogram_monitor, "_bucket_count", None)
+    in_torch: list[torch.Tensor] = []
+    assert torch.equal(counts, gradient_histogram_monitor._bin(tensor, in_torch))
+    assert int(sum(in_c)) == int(sum(in_torch)) == torch.count_nonzero(tensor)
+    assert int(counts.sum()) == tensor.numel()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((0, 1, 1, 4, 0), "invalid arguments"),  # no counts
+        ((0, 4, 1, 4, 1), "invalid arguments"),  # elements at address 0
+        ((1, -1, 1, 4, 1), "numel=-1"),
+        ((1, 1, -2, 4, 1), "stride=-2"),
+        ((1, 1, 1, 8, 1), "width=8"),
+    ],
+)
+def test_the_c_count_refuses_what_would_read_out_of_bounds(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        gradient_histogram_monitor._bucket_count.count(*arguments)
 
 
 def test_histogram_float64_beyond_float32_range_is_finite():
