@@ -2,6 +2,8 @@
 # torch is installed first: its CPU wheel (torch==2.13.0) is on this project's machines, whereas a bare `torch`
 # requirement would pull a multi-GB CUDA build. The package then installs under the constraints file of
 # versions the suite passed with (CONSTRAINTS), so a new upstream release cannot turn CI red overnight.
+# Installing the package compiles callbacks/_bucket_count.c with the machine's C compiler (setup.py); the suite
+# checks that it was built.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -2,9 +2,10 @@ r"""Histograms of :math:`\log_{10}|g|` per optimizer step: the paper's gradient-
 
 The top bits of an IEEE float already are a logarithmic bucket: for a float32 ``g``,
 ``(g.view(int32) >> 21) & 0x3FF`` is its 8 exponent bits and 2 leading mantissa bits (the sign
-dropped), so one ``bincount`` gives exact counts over fixed buckets of a quarter of the mantissa
-range per octave, ``[2^e (1 + j/4), 2^e (1 + (j+1)/4))``, on the gradients' device. Only the 1024
-counts per histogram cross to the host, and they are written with TensorBoard's raw-histogram API.
+dropped), so counting these integers gives exact counts over fixed buckets of a quarter of the mantissa
+range per octave, ``[2^e (1 + j/4), 2^e (1 + (j+1)/4))``, on the gradients' device: float32 and bfloat16 CPU
+tensors in one pass in C (``_bucket_count.c``, where it was built), anything else with torch's operations. Only the
+1024 counts per histogram cross to the host, and they are written with TensorBoard's raw-histogram API.
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
     hold zero and the subnormals, 1020-1023 the infinities and NaNs. float32 and bfloat16 are binned
     from their own bits (bfloat16 is the upper half of float32, so the buckets are the same); other
     dtypes are converted to float32 first (finite float64 values beyond float32's range saturate
-    into the largest finite bucket; they are not counted as inf). On the CPU a tensor of more than
-    ``2**18`` elements is binned in pieces of that size, so that its bucket indices stay in cache and
-    the temporary memory stays at 1 MiB.
+    into the largest finite bucket; they are not counted as inf). float32 and bfloat16 CPU tensors
+    are counted in C in one pass over their memory where the extension was built (:func:`counts_in_c`);
+    otherwise, on the CPU, a tensor of more than ``2**18`` elements is binned in pieces of that size, so
+    that its bucket indices stay in cache and the temporary memory stays at 1 MiB.
 
     Args:
         tensor: a floating-point tensor of any shape.
