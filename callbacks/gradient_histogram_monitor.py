@@ -101,9 +101,10 @@ def log2_bucket_counts(tensor: Tensor) -> Tensor:
     from their own bits (bfloat16 is the upper half of float32, so the buckets are the same); other
     dtypes are converted to float32 first (finite float64 values beyond float32's range saturate
     into the largest finite bucket; they are not counted as inf). float32 and bfloat16 CPU tensors
-    are counted in C in one pass over their memory where the extension was built (:func:`counts_in_c`);
-    otherwise, on the CPU, a tensor of more than ``2**18`` elements is binned in pieces of that size, so
-    that its bucket indices stay in cache and the temporary memory stays at 1 MiB.
+    (plain tensors and Parameters) are counted in C in one pass over their memory where the extension
+    was built (:func:`counts_in_c`; a tensor that cannot be flattened as a view is copied first).
+    Otherwise, on the CPU, a tensor of more than ``2**18`` elements is binned in pieces of that size,
+    so that its bucket indices stay in cache and the temporary memory stays at 1 MiB.
 
     Args:
         tensor: a floating-point tensor of any shape.
@@ -124,7 +125,8 @@ def counts_in_c() -> bool:
 
     The C extension (``lightning_radam.callbacks._bucket_count``) is built when the package is installed from source
     with a C compiler at hand. Without it, :func:`log2_bucket_counts` counts through torch's operations: the same
-    counts, 2-3 times slower on the CPU. Other dtypes and devices are always counted through torch.
+    counts, in about twice the time on the CPU. Other dtypes and devices, tensor subclasses and tensors without memory
+    of their own are always counted through torch.
 
     Returns:
         True if the extension is loaded.
@@ -141,10 +143,10 @@ def _bin(tensor: Tensor, nonzero: list[Tensor] | None = None) -> Tensor:
     pieces (0-d int64 tensors), appended to it: counted from the same bits while a piece is in cache (in C, one piece:
     the whole tensor)."""
     flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)
-    width = _C_WIDTH.get(flat.dtype)
-    if _bucket_count is not None and width is not None and flat.is_cpu and type(flat) is Tensor:
+    in_c = _in_c(flat)
+    if in_c is not None:
         counts = torch.zeros(NUM_BUCKETS, dtype=torch.int64, device="cpu")  # whatever torch.set_default_device says
-        zeros = _bucket_count.count(flat.data_ptr(), flat.numel(), flat.stride(0), width, counts.data_ptr())
+        zeros = _bucket_count.count(*in_c, counts.data_ptr())
         if nonzero is not None:
             nonzero.append(torch.scalar_tensor(flat.numel() - zeros, dtype=torch.int64, device="cpu"))
         return counts
@@ -161,6 +163,21 @@ def _bin(tensor: Tensor, nonzero: list[Tensor] | None = None) -> Tensor:
     return total
 
 
+def _in_c(flat: Tensor) -> tuple[int, int, int, int] | None:
+    """``(address, numel, stride, width)`` of a 1-D tensor for the C count, or None where torch counts it: without the
+    extension, other dtypes and devices, tensor subclasses, tensors without memory of their own (ZeroTensor
+    gradients, torch.func's wrappers) and elements not aligned to their width."""
+    width = _C_WIDTH.get(flat.dtype)
+    if _bucket_count is None or width is None or not flat.is_cpu or type(flat) not in (Tensor, torch.nn.Parameter):
+        return None
+    if not torch._C._has_storage(flat) or torch._is_zerotensor(flat):
+        return None
+    address = flat.data_ptr()
+    if address % width or (address == 0 and flat.numel() > 0):
+        return None
+    return address, flat.numel(), flat.stride(0), width
+
+
 def _magnitude_bits(flat: Tensor) -> Tensor:
     """The bits of ``|x|`` of each element of a 1-D floating-point tensor, as a float32's (int32; bfloat16: its own,
     int16): the sign bit cleared, so that bits 21-30 (5-14) are the bucket."""
@@ -169,6 +186,8 @@ def _magnitude_bits(flat: Tensor) -> Tensor:
         flat = torch.where(torch.isfinite(flat), flat.clamp(-limit, limit), flat)
     if flat.dtype not in (torch.float32, torch.bfloat16):
         flat = flat.float()
+    elif flat.is_neg():  # a negated view (torch._neg_view) has no bits of its own to view
+        flat = flat.resolve_neg()
     bits = flat.view(torch.int16 if flat.dtype == torch.bfloat16 else torch.int32)
     return torch.bitwise_and(bits, _MAGNITUDE[bits.dtype][0])
 
