@@ -125,8 +125,8 @@ def counts_in_c() -> bool:
 
     The C extension (``lightning_radam.callbacks._bucket_count``) is built when the package is installed from source
     with a C compiler at hand. Without it, :func:`log2_bucket_counts` counts through torch's operations: the same
-    counts, in about twice the time on the CPU. Other dtypes and devices, tensor subclasses and tensors without memory
-    of their own are always counted through torch.
+    counts, in about twice the time on the CPU. Other dtypes and devices, tensor subclasses (but Parameter) and tensors
+    without memory of their own are always counted through torch.
 
     Returns:
         True if the extension is loaded.
