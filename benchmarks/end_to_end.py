@@ -49,10 +49,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_radam import RAdam, RAdamMixin
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, counts_in_c
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from _common import machine_line, markdown_table, torch_threads  # examples/_common.py
+from _common import counting_line, machine_line, markdown_table, torch_threads  # examples/_common.py
 from quickstart import DigitsCNN, digits_loaders  # examples/quickstart.py
 from warmup_study import CharData, CharTransformer, load_text  # examples/warmup_study.py
 
@@ -223,7 +223,7 @@ def report(args: argparse.Namespace, rows: dict[tuple[str, str], Row]) -> list[s
             f"{row.early_bytes / 1e3:.1f}", f"{row.bytes_per_step:.1f}",
             f"{(row.bytes_per_step - baseline.bytes_per_step):.1f}", f"{row.gb_per_100k(early_steps):.4f}",
         ])  # fmt: skip
-    print(f"\n{machine_line()}; histogram counts {'in C' if counts_in_c() else 'through torch (no C extension)'}")
+    print(f"\n{machine_line()}; {counting_line()}")
     print(
         f"{args.steps} optimizer steps per run, {args.rounds} interleaved rounds; throughput from the end of "
         f"the first step to the end of the last; early phase: the first {early_steps} steps; steps/s: the best "

@@ -35,10 +35,10 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_radam import RAdam
-from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor, counts_in_c
+from lightning_radam.callbacks import GradientHistogramMonitor, RectificationMonitor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from _common import machine_line  # examples/_common.py: the machine line every table carries
+from _common import counting_line, machine_line  # examples/_common.py: the machine line every table carries
 
 ADAM = "torch.optim.Adam(fused=True) step"
 BOTH = "both monitors, a logged step"
@@ -218,7 +218,7 @@ def report(args: argparse.Namespace, median: dict[str, float]) -> dict[str, floa
     per_element_ns = (both_ms - small_ms) / (numel - small_numel) * 1e6
     fixed_us = small_ms * 1e3 - per_element_ns * small_numel / 1e3
     print(f"{args.params / 1e6:g}M float32 parameters in {args.tensors} tensors on {args.device}")
-    print(f"{machine_line()}; histogram counts {'in C' if counts_in_c() else 'through torch (no C extension)'}")
+    print(f"{machine_line()}; {counting_line()}")
     print(f"median of {args.repeats} interleaved repeats ({args.naive_repeats} for the naive loop)\n")
     print("| per step | ms | x Adam step |")
     print("|---|---:|---:|")

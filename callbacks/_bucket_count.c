@@ -7,13 +7,13 @@
  * `log2_bucket_counts` defines it (gradient_histogram_monitor.py, whose torch path computes the same counts).
  *
  * The caller (`_bin`, through `_in_c`) owns the memory: a 1-D CPU tensor's data pointer, size and stride, and a zeroed
- * int64 tensor of 1024 counts. What can be checked here is (negative sizes, unaligned or null addresses: ValueError);
- * that the addresses hold that memory cannot be. Four sub-counts break the chains of increments of one bucket (runs of zeros, of similar values): about
- * 0.35 ns an element on a Zen 5 core, against 0.7-1 ns for torch's passes and bincount. The GIL is released while
- * counting.
+ * int64 tensor of 1024 counts. Negative sizes and strides, and null, negative or unaligned addresses raise ValueError;
+ * that the addresses hold that memory cannot be checked here. Four sub-counts break the chains of increments of one
+ * bucket (runs of zeros, of similar values): about 0.35-0.45 ns an element on a Zen 5 core, against 0.6-1 ns for
+ * torch's passes and bincount. The GIL is released while counting.
  *
- * Built by setup.py with the stable ABI (Py_LIMITED_API, CPython 3.11 and later; free-threaded builds without it); where
- * no C compiler is found the package installs without it and counts through torch.
+ * Built by setup.py with the stable ABI (Py_LIMITED_API, CPython 3.11 and later; free-threaded builds without it).
+ * Where no C compiler is found, the package installs without it and counts through torch.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -67,6 +67,14 @@ def machine_line() -> str:
     )
 
 
+def counting_line() -> str:
+    """How the gradient histograms are counted on the CPU, for the benchmarks' machine line: in C, or through torch
+    where the package was installed without its C extension (no C compiler)."""
+    from lightning_radam.callbacks import counts_in_c
+
+    return "histogram counts in C" if counts_in_c() else "histogram counts through torch (no C extension)"
+
+
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """Run with ``threads`` torch CPU threads (0: leave torch's choice), restoring the previous count after."""
