@@ -710,11 +710,10 @@ class RAdam(Optimizer):
         state_steps: list[Tensor],
     ) -> None:
         # Filled in place, as torch.optim's: torch.compile runs a method of this name eagerly, then reads its lists
-        for p in group["params"]:
+        for index, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                index = next(i for i, q in enumerate(group["params"]) if q is p)
                 names = group.get("param_names")
                 name = f" ({names[index]!r})" if names else ""
                 raise RuntimeError(

@@ -287,6 +287,11 @@ def written_layout(events) -> dict[str, dict[str, list[str]]]:
     return {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
 
 
+def layout_tags(layout: dict) -> dict[str, dict[str, list[str]]]:
+    """A :func:`monitoring_layout` as :func:`written_layout` reads it back: each chart's tag regexes."""
+    return {category: {chart: tags for chart, (_, tags) in charts.items()} for category, charts in layout.items()}
+
+
 @pytest.mark.parametrize("prefix", ["", "run"])
 def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path, prefix):
     """Also under a TensorBoardLogger's prefix, which log_metrics puts before the scalars' names: the monitors put
@@ -303,9 +308,7 @@ def test_rectification_monitor_writes_layout_matching_the_logged_tags(tmp_path, 
     assert {start + "radam/group0/r_t", start + "grad/zeros", start + "loss"} <= set(tags["scalars"])
     written = written_layout(events)
     expected = monitoring_layout(layers=True, gradient_prefixes=["grad"], tag_prefix=start)  # the run's charts only
-    assert written == {
-        category: {chart: tags for chart, (_, tags) in charts.items()} for category, charts in expected.items()
-    }
+    assert written == layout_tags(expected)
     scalars = events.Tags()["scalars"]
     patterns = [pattern for charts in written.values() for chart in charts.values() for pattern in chart]
     for pattern in patterns:  # every regex selects logged tags, matched as TensorBoard does
@@ -442,10 +445,7 @@ def test_layout_has_no_rectification_charts_without_an_adam_like_optimizer(tmp_p
     trainer = make_trainer(tmp_path, monitors, max_steps=2)
     with pytest.warns(UserWarning, match=r"optimizer 0 \(SGD\) has no betas/second moment; it is not monitored"):
         trainer.fit(Model(make_optimizer=lambda params: torch.optim.SGD(params, lr=0.1)))
-    assert written_layout(read_events(trainer.logger.log_dir)) == {
-        category: {chart: tags for chart, (_, tags) in charts.items()}
-        for category, charts in monitoring_layout(rectification=False).items()
-    }
+    assert written_layout(read_events(trainer.logger.log_dir)) == layout_tags(monitoring_layout(rectification=False))
 
 
 def test_two_histogram_monitors_after_clipping_log_side_by_side(tmp_path):
